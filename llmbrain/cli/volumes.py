@@ -1,0 +1,36 @@
+"""``llmbrain volumes``: export a store as NIfTI images."""
+
+from __future__ import annotations
+
+from ._common import parse_int_list
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "volumes", help="export a store as 4-D NIfTI images with mask and layer labels",
+        description="Write img.nii.gz (neurons as x-y slices, layers as z, tokens as time), "
+                    "mask.nii.gz, labels.nii.gz and layout.json.")
+    parser.add_argument("store", help="store folder")
+    parser.add_argument("--out", "-o", required=True, help="output folder")
+    parser.add_argument("--layers", type=parse_int_list, help="layers to export (default: all)")
+    parser.add_argument("--max-tokens", type=int, help="export only the first tokens")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..recording import open_activations
+    from ..volumes import save_volumes, to_volumes
+
+    data = open_activations(args.store)["activations"]
+    if args.layers is not None:
+        missing = sorted(set(args.layers) - set(data["layer"].values.tolist()))
+        if missing:
+            raise ValueError(f"The store has no layer(s) {missing}; it holds "
+                             f"{data['layer'].values.tolist()}.")
+        data = data.sel(layer=args.layers)
+    if args.max_tokens is not None:
+        data = data.isel(token=slice(0, args.max_tokens))
+    folder = save_volumes(to_volumes(data), args.out)
+    print(f"Wrote {folder}/img.nii.gz ({data.sizes['token']} tokens, {data.sizes['layer']} "
+          f"layers, {data.sizes['neuron']} neurons) with mask.nii.gz and labels.nii.gz.")
+    return 0
