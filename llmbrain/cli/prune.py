@@ -1,0 +1,120 @@
+"""``llmbrain prune``: model -> structurally pruned model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ._common import add_model_arguments, parse_int_list
+
+_BIAS_CHOICES = ("auto", "yes", "no")
+
+
+def register(subparsers) -> None:
+    from ..pruning import ALLOCATIONS, CRITERIA
+
+    parser = subparsers.add_parser(
+        "prune", help="remove MLP neurons, keeping the important ones (e.g. functional networks)",
+        description="Score the MLP neurons of a model with a criterion, choose the neurons each "
+                    "layer keeps, rebuild the MLPs without the others and save the smaller model "
+                    "(load it back with llmbrain.pruning.load_pruned).")
+    add_model_arguments(parser)
+    parser.add_argument("--criterion", default="flap", choices=CRITERIA,
+                        help="importance criterion (default: %(default)s)")
+    parser.add_argument("--sparsity", type=float, default=0.3,
+                        help="fraction of the prunable neurons to remove (default: %(default)s)")
+    parser.add_argument("--allocation", default="uniform", choices=ALLOCATIONS,
+                        help="how removals spread over layers (default: %(default)s)")
+    parser.add_argument("--calibration", default="default",
+                        help="calibration corpus for contextual/wanda-sp/flap and bias "
+                             "compensation: text/JSONL file, folder of .txt, or 'default'")
+    parser.add_argument("--calibration-tokens", type=int, default=8192,
+                        help="calibration tokens to use (default: %(default)s)")
+    parser.add_argument("--window", type=int, default=256, help="tokens per window")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--networks",
+                        help="functional networks for --criterion networks: a Zarr store or "
+                             ".nc file (or a folder holding one) with 'key_neurons' and/or "
+                             "'maps_z' / 'max_abs_z' (layer, neuron)")
+    parser.add_argument("--threshold", type=float, default=3.6,
+                        help="|z| above which a neuron is key when only z maps are given")
+    parser.add_argument("--fill", choices=[c for c in CRITERIA if c != "networks"],
+                        help="with --criterion networks: rank the non-key neurons by this "
+                             "criterion instead of their |z|")
+    parser.add_argument("--protect-layers", type=parse_int_list, default=[],
+                        help="layers kept whole, e.g. 0,29")
+    parser.add_argument("--protect-first-last", action="store_true",
+                        help="keep the first and last layers whole")
+    parser.add_argument("--min-keep", type=int, default=1,
+                        help="least neurons any layer keeps (default: %(default)s)")
+    parser.add_argument("--bias-compensation", default="auto", choices=_BIAS_CHOICES,
+                        help="add the removed neurons' mean contribution to the output bias "
+                             "(auto: only with flap; default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
+    parser.add_argument("--out", "-o", required=True, help="folder of the pruned model")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    parser.set_defaults(func=run)
+
+
+def open_networks(path):
+    """Open saved functional networks (Zarr store or NetCDF file) as a Dataset."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No networks at {path}.")
+    if path.is_dir() and not any((path / name).exists() for name in ("zarr.json", ".zgroup")):
+        found = sorted(path.glob("*.zarr")) + sorted(path.glob("*.nc"))
+        if len(found) != 1:
+            raise ValueError(f"{path} should hold exactly one .zarr store or .nc file with the "
+                             f"networks; found {[f.name for f in found]}.")
+        path = found[0]
+    ds = xr.open_zarr(path) if path.is_dir() else xr.open_dataset(path)
+    names = {"key_neurons", "maps_z", "max_abs_z"} & set(ds.data_vars)
+    if not names:
+        raise ValueError(f"{path} holds none of 'key_neurons', 'maps_z', 'max_abs_z' "
+                         f"(it has {sorted(ds.data_vars)}).")
+    ds = ds[sorted(names)].load()
+    if "key_neurons" in ds:
+        ds["key_neurons"] = ds["key_neurons"].astype(bool)
+    return ds
+
+
+def run(args) -> int:
+    from ..models import load_model
+    from ..pruning import (collect_calibration_stats, count_parameters, make_plan, prune_model,
+                           save_pruned, score_neurons)
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already exists; choose another --out or add --overwrite.")
+    if args.criterion == "networks" and not args.networks:
+        raise ValueError("--criterion networks needs --networks FOLDER.")
+    networks = open_networks(args.networks) if args.networks else None
+    model, tokenizer = load_model(args.model, device=args.device)
+    bias = (args.bias_compensation == "yes"
+            or (args.bias_compensation == "auto" and args.criterion == "flap"))
+    stats = None
+    calibrated = ("contextual", "wanda-sp", "flap")
+    if args.criterion in calibrated or args.fill in calibrated or bias:
+        stats = collect_calibration_stats(model, tokenizer, args.calibration, window=args.window,
+                                          batch_size=args.batch_size,
+                                          max_tokens=args.calibration_tokens)
+    scores = score_neurons(model, args.criterion, calibration=stats, networks=networks,
+                           threshold=args.threshold, fill=args.fill, seed=args.seed)
+    plan = make_plan(scores, args.sparsity, args.allocation,
+                     protect_layers=args.protect_layers,
+                     protect_first_last=args.protect_first_last, min_keep=args.min_keep)
+    before = count_parameters(model)
+    start = time.perf_counter()
+    prune_model(model, plan, bias_compensation=stats if bias else None, progress=True)
+    after = count_parameters(model)
+    save_pruned(model, tokenizer, out, plan=plan, overwrite=args.overwrite)
+    kept = plan.n_kept()
+    print(f"Pruned {args.model} with criterion '{args.criterion}', allocation "
+          f"'{args.allocation}': {plan.achieved_sparsity:.1%} of the planned neurons removed "
+          f"(kept per layer: min {min(kept.values())}, max {max(kept.values())}).")
+    print(f"Parameters: {before:,} -> {after:,} ({1 - after / before:.1%} fewer), pruned "
+          f"in {time.perf_counter() - start:.1f} s. Saved to {out} "
+          f"(load with llmbrain.pruning.load_pruned).")
+    return 0

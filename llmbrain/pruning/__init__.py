@@ -1,0 +1,24 @@
+"""Structural pruning of MLP neurons: criteria, plans, application, saving."""
+
+from .calibration import CalibrationStats, collect_calibration_stats, token_windows
+from .criteria import CRITERIA, network_scores, score_neurons
+from .io import load_pruned, save_pruned
+from .plan import ALLOCATIONS, PruningPlan, make_plan
+from .structural import count_parameters, prune_model, resize_mlps
+
+__all__ = [
+    "ALLOCATIONS",
+    "CRITERIA",
+    "CalibrationStats",
+    "PruningPlan",
+    "collect_calibration_stats",
+    "count_parameters",
+    "load_pruned",
+    "make_plan",
+    "network_scores",
+    "prune_model",
+    "resize_mlps",
+    "save_pruned",
+    "score_neurons",
+    "token_windows",
+]

@@ -1,0 +1,77 @@
+"""The ``llmbrain prune`` verb on a tiny saved model."""
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from llmbrain._testing import byte_tokenizer, tiny_model
+from llmbrain.cli import main
+from llmbrain.models import get_adapter
+from llmbrain.pruning import PruningPlan, load_pruned
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "llama"
+    model = tiny_model("llama")
+    model.save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text("A small calibration text about cats and prices. " * 20, encoding="utf-8")
+    return path
+
+
+def test_prune_flap_with_calibration(saved_model, corpus, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    code = main(["prune", "--model", str(saved_model), "--criterion", "flap", "--sparsity", "0.25",
+                 "--calibration", str(corpus), "--calibration-tokens", "200", "--window", "32",
+                 "--allocation", "adaptive", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Parameters:" in printed and "->" in printed
+    model, tokenizer = load_pruned(out)
+    plan = PruningPlan.load(out / "pruning_plan.json")
+    assert get_adapter(model).neurons_per_layer(model) == [plan.n_kept()[l] for l in range(3)]
+    assert sum(plan.n_kept().values()) == 3 * 48 - 36
+    assert model.config.llmbrain_pruning["down_bias_layers"] == [0, 1, 2]  # flap compensates
+    assert tokenizer is not None
+
+
+def test_prune_with_networks_store(saved_model, tmp_path):
+    rng = np.random.default_rng(0)
+    maps = xr.DataArray(rng.normal(size=(4, 3, 48)), dims=("component", "layer", "neuron"),
+                        coords={"layer": [0, 1, 2], "neuron": np.arange(48)}, name="maps_z")
+    store = tmp_path / "networks.zarr"
+    xr.Dataset({"maps_z": maps, "key_neurons": (abs(maps) > 2.0).any("component")}).to_zarr(store)
+    out = tmp_path / "pruned"
+    code = main(["prune", "--model", str(saved_model), "--criterion", "networks",
+                 "--networks", str(tmp_path), "--sparsity", "0.5", "--fill", "magnitude",
+                 "--out", str(out)])
+    assert code == 0
+    plan = PruningPlan.load(out / "pruning_plan.json")
+    keys = (abs(maps) > 2.0).any("component")
+    for layer in range(3):
+        key_idx = np.flatnonzero(keys.sel(layer=layer).values)
+        assert len(key_idx) <= 24
+        assert set(key_idx) <= set(plan.keep[layer])
+    assert plan.criterion == "networks"
+
+
+def test_prune_reports_bad_input(saved_model, tmp_path, capsys):
+    code = main(["prune", "--model", str(saved_model), "--criterion", "networks",
+                 "--out", str(tmp_path / "x")])
+    assert code == 1
+    assert "--networks" in capsys.readouterr().err
+    (tmp_path / "exists").mkdir()
+    code = main(["prune", "--model", str(saved_model), "--criterion", "random",
+                 "--out", str(tmp_path / "exists")])
+    assert code == 1
+    assert "already exists" in capsys.readouterr().err

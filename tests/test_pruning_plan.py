@@ -1,0 +1,239 @@
+"""Calibration statistics, pruning criteria and plans."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from llmbrain._testing import byte_tokenizer, tiny_model
+from llmbrain.models import get_adapter
+from llmbrain.pruning import (PruningPlan, collect_calibration_stats, make_plan, network_scores,
+                              score_neurons, token_windows)
+
+torch.set_num_threads(1)
+
+TEXTS = ["The cat sat on the mat. " * 3, "Prices rose by 3% in May.", "def f(x):\n    return x"]
+
+
+def _scores(values):
+    values = np.asarray(values, dtype=float)
+    return xr.DataArray(values, dims=("layer", "neuron"),
+                        coords={"layer": np.arange(values.shape[0]),
+                                "neuron": np.arange(values.shape[1])})
+
+
+# -- calibration ------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "opt"])
+def test_calibration_stats_match_direct_computation(arch):
+    model, tok = tiny_model(arch), byte_tokenizer()
+    windows = token_windows(tok, TEXTS, window=20)
+    assert len({len(w) for w in windows}) > 1  # a padded batch is exercised
+    adapter = get_adapter(model)
+    seen = {l: [] for l in range(3)}
+    with torch.no_grad():
+        for w in windows:  # one window at a time: no padding
+            handles = [adapter.down_proj(model, l).register_forward_pre_hook(
+                lambda m, a, l=l: seen[l].append(a[0].reshape(-1, a[0].shape[-1]).double()))
+                for l in range(3)]
+            model(torch.tensor([w]))
+            for h in handles:
+                h.remove()
+    stats = collect_calibration_stats(model, tok, windows, batch_size=3, progress=False)
+    assert stats.n_tokens == sum(map(len, windows))
+    for layer in range(3):
+        x = torch.cat(seen[layer]).numpy()
+        np.testing.assert_allclose(stats.mean[layer], x.mean(0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(stats.mean_abs[layer], np.abs(x).mean(0), rtol=1e-4,
+                                   atol=1e-6)
+        np.testing.assert_allclose(stats.variance[layer], x.var(0, ddof=1), rtol=1e-4,
+                                   atol=1e-6)
+        np.testing.assert_allclose(stats.l2_norm[layer], np.sqrt((x ** 2).sum(0)), rtol=1e-4)
+    ds = stats.to_dataset()
+    assert ds["variance"].dims == ("layer", "neuron") and ds.attrs["n_tokens"] == stats.n_tokens
+
+
+def test_token_windows_limits_and_errors():
+    tok = byte_tokenizer()
+    windows = token_windows(tok, TEXTS, window=16, max_tokens=40)
+    assert [len(w) for w in windows] == [16, 16, 8]
+    assert token_windows(tok, [[1, 2, 3], [4, 5]], max_tokens=4) == [[1, 2, 3], [4]]
+    with pytest.raises(ValueError, match="empty"):
+        token_windows(tok, [])
+    with pytest.raises(FileNotFoundError):
+        token_windows(tok, "/nonexistent/corpus.txt")
+
+
+# -- criteria ----------------------------------------------------------------
+def test_criteria_follow_their_formulas():
+    model, tok = tiny_model("gpt2"), byte_tokenizer()
+    stats = collect_calibration_stats(model, tok, TEXTS, window=16, progress=False)
+    adapter = get_adapter(model)
+    down = adapter.down_weight(model, 1).detach().double().numpy()  # (hidden, neuron)
+    up = adapter.up_weights(model, 1)[0].detach().double().numpy()  # (neuron, hidden)
+    expected = {
+        "contextual": stats.mean_abs[1],
+        "magnitude": np.sqrt((down ** 2).sum(0) + (up ** 2).sum(1)),
+        "wanda-sp": (np.abs(down) * stats.l2_norm[1][None, :]).sum(0),
+        "flap": stats.variance[1] * (down ** 2).sum(0),
+    }
+    for criterion, values in expected.items():
+        scores = score_neurons(model, criterion, calibration=stats)
+        assert scores.dims == ("layer", "neuron") and scores.shape == (3, 48)
+        assert scores.attrs["criterion"] == criterion
+        np.testing.assert_allclose(scores.sel(layer=1).values, values, rtol=1e-6)
+    random = score_neurons(model, "random", seed=4)
+    np.testing.assert_array_equal(random.values, score_neurons(model, "random", seed=4).values)
+    assert not np.array_equal(random.values, score_neurons(model, "random", seed=5).values)
+
+
+def test_criteria_refuse_missing_or_foreign_inputs():
+    model = tiny_model("llama")
+    with pytest.raises(ValueError, match="calibration"):
+        score_neurons(model, "flap")
+    with pytest.raises(ValueError, match="Unknown criterion"):
+        score_neurons(model, "biggest")
+    with pytest.raises(ValueError, match="networks"):
+        score_neurons(model, "networks")
+    other = collect_calibration_stats(tiny_model("llama", intermediate_size=40), byte_tokenizer(),
+                                      TEXTS, window=16, progress=False)
+    with pytest.raises(ValueError, match="another model"):
+        score_neurons(model, "contextual", calibration=other)
+    with pytest.raises(ValueError, match="has 48"):
+        score_neurons(model, "networks", networks=_scores(np.ones((3, 40))) > 0)
+
+
+def test_network_scores_rank_key_neurons_first():
+    rng = np.random.default_rng(0)
+    z = xr.DataArray(rng.normal(size=(2, 5, 3, 20)), dims=("run", "component", "layer", "neuron"),
+                     coords={"layer": [0, 1, 2], "neuron": np.arange(20)})
+    abs_max = abs(z).max(("run", "component"))
+    keys = (abs(z) > 2.5).any("component")  # one mask per run: union taken inside
+    union = keys.any("run")
+    assert 0 < int(union.sum()) < union.size
+    scores = network_scores(keys, z)
+    assert scores.attrs["n_key_neurons"] == int(union.sum())
+    for layer in range(3):
+        row, key = scores.sel(layer=layer).values, union.sel(layer=layer).values
+        if key.any() and (~key).any():
+            assert row[key].min() > row[~key].max()
+        np.testing.assert_allclose(row[~key], abs_max.sel(layer=layer).values[~key])
+    # thresholding |z| when no mask is given
+    from_z = network_scores(max_abs_z=abs_max, threshold=2.5)
+    np.testing.assert_allclose(from_z.values, scores.values)
+    # plan keeps all keys when there is room
+    plan = make_plan(scores, sparsity=0.5)
+    for layer in range(3):
+        kept = set(plan.keep[layer])
+        key_idx = set(np.flatnonzero(union.sel(layer=layer).values))
+        assert key_idx <= kept or len(kept) < len(key_idx)
+
+
+# -- plans -------------------------------------------------------------------
+def test_uniform_plan_removes_the_lowest_of_each_layer():
+    scores = _scores([np.arange(10), np.arange(10)[::-1], np.ones(10)])
+    plan = make_plan(scores, sparsity=0.3)
+    np.testing.assert_array_equal(plan.keep[0], np.arange(3, 10))
+    np.testing.assert_array_equal(plan.keep[1], np.arange(0, 7))
+    assert plan.n_kept() == {0: 7, 1: 7, 2: 7}
+    assert plan.achieved_sparsity == pytest.approx(0.3)
+    np.testing.assert_array_equal(plan.removed(0), [0, 1, 2])
+
+
+def test_global_and_adaptive_allocation():
+    rng = np.random.default_rng(0)
+    values = np.stack([rng.normal(0, 1, 50), rng.normal(10, 1, 50), rng.normal(0, 5, 50)])
+    scores = _scores(values)
+    glob = make_plan(scores, sparsity=0.4, allocation="global")
+    assert sum(glob.n_kept().values()) == 150 - 60
+    assert glob.n_kept()[1] == 50  # scores ~10: never the lowest globally
+    adaptive = make_plan(scores, sparsity=0.4, allocation="adaptive")
+    assert sum(adaptive.n_kept().values()) == 150 - 60
+    # standardised scores: no layer is spared for its scale alone
+    assert adaptive.n_kept()[1] < 50
+    # min_keep is honoured while the total is still reached
+    values[0] = -100 + np.arange(50)
+    tight = make_plan(_scores(values), sparsity=0.5, allocation="global", min_keep=10)
+    assert tight.n_kept()[0] == 10 and sum(tight.n_kept().values()) == 75
+
+
+def test_protected_layers_and_nan_padding():
+    values = np.arange(30, dtype=float).reshape(3, 10)
+    values[2, 6:] = np.nan  # layer 2 has 6 neurons
+    plan = make_plan(_scores(values), sparsity=0.5, protect_layers=[1])
+    assert plan.n_neurons == {0: 10, 1: 10, 2: 6}
+    assert plan.n_kept() == {0: 5, 1: 10, 2: 3}
+    edge = make_plan(_scores(values), sparsity=0.5, protect_first_last=True)
+    assert edge.n_kept() == {0: 10, 1: 5, 2: 6}
+    values[1, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN inside"):
+        make_plan(_scores(values), 0.5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(sparsity=1.0), "sparsity"), (dict(sparsity=-0.1), "sparsity"),
+    (dict(allocation="greedy"), "allocation"), (dict(min_keep=0), "min_keep"),
+    (dict(protect_layers=[7]), "protect_layers"),
+])
+def test_make_plan_refuses_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_plan(_scores(np.ones((3, 10))), **{"sparsity": 0.3, **kwargs})
+
+
+def test_plan_json_round_trip(tmp_path):
+    plan = make_plan(_scores(np.random.default_rng(1).random((3, 12))), 0.25, "adaptive")
+    plan.metadata["note"] = "kept"
+    path = plan.save(tmp_path / "sub" / "plan.json")
+    assert json.loads(path.read_text())["format"].startswith("llmbrain-pruning-plan")
+    loaded = PruningPlan.load(path)
+    assert loaded.n_neurons == plan.n_neurons and loaded.allocation == "adaptive"
+    assert all(np.array_equal(loaded.keep[l], plan.keep[l]) for l in plan.layers)
+    assert loaded.metadata["note"] == "kept"
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["plan.json"]
+    with pytest.raises(ValueError, match="sorted"):
+        PruningPlan(keep={0: [3, 1]}, n_neurons={0: 4})
+    (tmp_path / "other.json").write_text('{"format": "something-else"}')
+    with pytest.raises(ValueError, match="Not a pruning plan"):
+        PruningPlan.load(tmp_path / "other.json")
+
+
+def test_networks_criterion_unites_runs_and_reads_fitted_estimators():
+    from types import SimpleNamespace
+
+    model = tiny_model("llama")
+    rng = np.random.default_rng(2)
+    coords = {"layer": [0, 1, 2], "neuron": np.arange(48)}
+    runs = []
+    for _ in range(2):
+        maps = xr.DataArray(rng.normal(size=(4, 3, 48)), dims=("component", "layer", "neuron"),
+                            coords=coords)
+        runs.append(SimpleNamespace(maps_z_=maps, key_neurons_=(abs(maps) > 2.2).any("component")))
+    united = score_neurons(model, "networks", networks=runs)
+    union = runs[0].key_neurons_ | runs[1].key_neurons_
+    assert united.attrs["n_key_neurons"] == int(union.sum())
+    strongest = np.maximum(abs(runs[0].maps_z_).max("component"), abs(runs[1].maps_z_).max("component"))
+    non_key = ~union.values
+    np.testing.assert_allclose(united.values[non_key], strongest.values[non_key])
+    one = score_neurons(model, "networks", networks=runs[0])
+    assert one.attrs["n_key_neurons"] == int(runs[0].key_neurons_.sum())
+    with pytest.raises(TypeError, match="networks must be"):
+        score_neurons(model, "networks", networks=[1, 2, 3])
+
+
+def test_networks_fill_ranks_non_key_neurons_by_another_criterion():
+    model, tok = tiny_model("llama"), byte_tokenizer()
+    stats = collect_calibration_stats(model, tok, TEXTS, window=16, progress=False)
+    rng = np.random.default_rng(3)
+    maps = xr.DataArray(rng.normal(size=(4, 3, 48)), dims=("component", "layer", "neuron"),
+                        coords={"layer": [0, 1, 2], "neuron": np.arange(48)})
+    keys = (abs(maps) > 2.2).any("component")
+    scores = score_neurons(model, "networks", networks={"maps_z": maps, "key_neurons": keys},
+                           fill="contextual", calibration=stats)
+    assert scores.attrs["fill"] == "contextual"
+    for layer in range(3):
+        row, key = scores.values[layer], keys.values[layer]
+        assert row[key].min() > row[~key].max()
+        np.testing.assert_allclose(row[~key], stats.mean_abs[layer][~key])
+    with pytest.raises(ValueError, match="calibration"):
+        score_neurons(model, "networks", networks=keys, fill="flap")
