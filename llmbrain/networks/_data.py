@@ -1,0 +1,216 @@
+"""Inputs of the network estimators: stores, xarray objects or NIfTI images.
+
+Everything is turned into an :class:`ActivationSource`, a lazily read
+``(token, layer, neuron)`` DataArray plus what is needed to map maps back to
+images. Token groups ("subjects" in fMRI terms) are contiguous blocks of
+tokens, or the images of a list of images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import xarray as xr
+
+from ..volumes import LLMVolumes, VolumeLayout
+
+__all__ = ["ActivationSource", "as_source", "plan_groups", "plan_units"]
+
+TOKEN_COORDS = ("document", "position", "token_id", "token_text")
+
+
+@dataclass
+class ActivationSource:
+    """A ``(token, layer, neuron)`` DataArray, possibly backed by a Zarr store.
+
+    Attributes
+    ----------
+    data : xarray.DataArray
+        Dims (token, layer, neuron); values read on demand.
+    boundaries : list of int or None
+        Token offsets separating images when the input was a list of images.
+    mask_img : nibabel.Nifti1Image or None
+        For image inputs without a layout: the mask whose voxels are the
+        neurons of the single pseudo-layer 0.
+    """
+
+    data: xr.DataArray
+    boundaries: list[int] | None = None
+    mask_img: nib.Nifti1Image | None = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.data.sizes["token"])
+
+    @property
+    def layers(self) -> list[int]:
+        return [int(v) for v in self.data["layer"].values]
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.data.sizes["neuron"])
+
+    def read(self, tokens: slice, layer_positions) -> np.ndarray:
+        """Tokens × (layers · neurons) array of a block of tokens, in its stored
+        floating dtype (float16 stays float16: convert on the device)."""
+        layer_positions = list(layer_positions)
+        block = self.data.isel(token=tokens)
+        dtype = block.dtype if block.dtype.kind == "f" and block.dtype.itemsize <= 4 \
+            else np.dtype(np.float32)
+        out = np.empty((block.sizes["token"], len(layer_positions), self.n_neurons), dtype=dtype)
+        # one layer at a time: a storage chunk holds one layer, so at most one
+        # layer's chunks are being decoded at any moment
+        for j, pos in enumerate(layer_positions):
+            out[:, j] = np.asarray(block.isel(layer=pos).values)
+        return out.reshape(out.shape[0], -1)
+
+    def token_coords(self, tokens: slice | None = None) -> dict:
+        """The per-token coordinates (document, position, token_id, token_text)."""
+        data = self.data if tokens is None else self.data.isel(token=tokens)
+        return {name: ("token", np.asarray(data[name].values)) for name in TOKEN_COORDS
+                if name in data.coords}
+
+
+def _from_images(imgs, mask_img, layout: VolumeLayout | None) -> ActivationSource:
+    if isinstance(imgs, (str, Path)) or isinstance(imgs, nib.spatialimages.SpatialImage):
+        imgs = [imgs]
+    imgs = [nib.load(img) if isinstance(img, (str, Path)) else img for img in imgs]
+    arrays = []
+    for img in imgs:
+        if img.ndim != 4:
+            raise ValueError(f"Expected 4-D images (x, y, z, token), got shape {img.shape}.")
+        arrays.append(np.asarray(img.dataobj, dtype=np.float32))
+    shape = arrays[0].shape[:3]
+    if any(a.shape[:3] != shape for a in arrays):
+        raise ValueError("All images must have the same spatial shape; got "
+                         f"{[a.shape[:3] for a in arrays]}.")
+    boundaries = list(np.cumsum([0] + [a.shape[3] for a in arrays]))
+    if layout is not None:
+        values = np.concatenate([layout.from_voxels(a) for a in arrays])
+        data = xr.DataArray(values, dims=("token", "layer", "neuron"),
+                            coords={"layer": list(layout.layers), "neuron": list(layout.neurons)})
+        return ActivationSource(data, boundaries=boundaries)
+    if mask_img is None:
+        raise ValueError("Images need a mask: pass mask_img=... (e.g. LLMVolumes.mask_img) or "
+                         "layout=..., or pass the LLMVolumes object itself.")
+    mask_img = nib.load(mask_img) if isinstance(mask_img, (str, Path)) else mask_img
+    mask = np.asarray(mask_img.dataobj) != 0
+    if mask.shape != shape:
+        raise ValueError(f"The mask's shape {mask.shape} differs from the images' {shape}.")
+    if not mask.any():
+        raise ValueError("The mask selects no voxel.")
+    values = np.concatenate([a[mask].T for a in arrays])[:, None, :]
+    data = xr.DataArray(values, dims=("token", "layer", "neuron"),
+                        coords={"layer": [0], "neuron": np.arange(int(mask.sum()))})
+    return ActivationSource(data, boundaries=boundaries, mask_img=mask_img)
+
+
+def as_source(X, *, mask_img=None, layout: VolumeLayout | None = None,
+              layers=None) -> ActivationSource:
+    """Turn any supported input into an :class:`ActivationSource`.
+
+    Parameters
+    ----------
+    X : path, xarray.Dataset, xarray.DataArray, LLMVolumes, Nifti1Image or list of images
+        A store written by :func:`llmbrain.record` (opened lazily), activations
+        with dims (token, layer, neuron), or 4-D images.
+    mask_img, layout : optional
+        For images: the mask (voxels to use) or the layout that made them.
+    layers : list of int, optional
+        Model layers to keep; all by default.
+    """
+    attrs: dict = {}
+    if isinstance(X, LLMVolumes):
+        source = _from_images([X.img], None, X.layout)
+    elif isinstance(X, (str, Path)) and Path(X).is_dir():
+        from ..recording import open_activations
+
+        ds = open_activations(X)
+        attrs = dict(ds.attrs)
+        source = ActivationSource(ds["activations"])
+    elif isinstance(X, (str, Path)):
+        if not Path(X).exists():
+            raise FileNotFoundError(f"No activation store or image at {X}.")
+        source = _from_images([X], mask_img, layout)
+    elif isinstance(X, xr.Dataset):
+        if "activations" not in X:
+            raise ValueError("The Dataset has no 'activations' variable; pass the DataArray "
+                             f"to use (variables: {list(X.data_vars)}).")
+        attrs = dict(X.attrs)
+        source = ActivationSource(X["activations"])
+    elif isinstance(X, xr.DataArray):
+        source = ActivationSource(X)
+    elif isinstance(X, nib.spatialimages.SpatialImage) or (
+            isinstance(X, (list, tuple)) and X and all(
+                isinstance(x, (nib.spatialimages.SpatialImage, str, Path)) for x in X)):
+        source = _from_images(X, mask_img, layout)
+    else:
+        raise TypeError("Expected an activation store path, an xarray Dataset/DataArray with dims "
+                        "(token, layer, neuron), LLMVolumes, or 4-D NIfTI image(s); got "
+                        f"{type(X).__name__}.")
+    data = source.data
+    if set(data.dims) == {"token", "layer", "neuron"}:
+        data = data.transpose("token", "layer", "neuron")
+    if data.dims != ("token", "layer", "neuron"):
+        raise ValueError(f"Activations must have dims ('token', 'layer', 'neuron'), got {data.dims}.")
+    for dim in ("layer", "neuron"):
+        if dim not in data.coords:
+            data = data.assign_coords({dim: np.arange(data.sizes[dim])})
+    if layers is not None:
+        wanted = [int(v) for v in np.atleast_1d(layers)]
+        present = [int(v) for v in data["layer"].values]
+        missing = [v for v in wanted if v not in present]
+        if missing:
+            raise ValueError(f"Layer(s) {missing} are not in the activations, which hold layers "
+                             f"{present}: record them, or choose among the layers present.")
+        data = data.sel(layer=wanted)
+    source.data = data
+    source.attrs = {**attrs, **source.attrs}
+    return source
+
+
+def plan_units(layers: list[int], scope: str, window: int | None, stride: int | None
+               ) -> list[list[int]]:
+    """Positions of the layers decomposed together, one list per unit."""
+    n = len(layers)
+    if scope == "all":
+        return [list(range(n))]
+    if scope == "layer":
+        return [[i] for i in range(n)]
+    if scope == "window":
+        if window is None or int(window) < 1:
+            raise ValueError("scope='window' needs window=<number of layers> (at least 1).")
+        window = min(int(window), n)
+        stride = window if stride is None else int(stride)
+        if stride < 1:
+            raise ValueError(f"stride must be at least 1, got {stride}.")
+        starts = list(range(0, n - window + 1, stride))
+        if starts[-1] + window < n:
+            starts.append(n - window)
+        return [list(range(s, s + window)) for s in starts]
+    raise ValueError(f"Unknown scope={scope!r}; use 'layer', 'all' or 'window'.")
+
+
+def plan_groups(n_tokens: int, n_groups: int, max_group_tokens: int | None,
+                boundaries: list[int] | None = None) -> list[slice]:
+    """Contiguous token blocks: ``n_groups`` (or the images), each split further
+    so that no block exceeds ``max_group_tokens``."""
+    if boundaries is not None:
+        edges = [int(b) for b in boundaries]
+    else:
+        n_groups = max(1, min(int(n_groups), n_tokens))
+        edges = [round(i * n_tokens / n_groups) for i in range(n_groups + 1)]
+    groups = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        if b <= a:
+            continue
+        parts = 1 if not max_group_tokens else math.ceil((b - a) / max_group_tokens)
+        for i in range(parts):
+            groups.append(slice(a + round(i * (b - a) / parts), a + round((i + 1) * (b - a) / parts)))
+    return groups
+

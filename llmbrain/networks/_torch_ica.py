@@ -1,0 +1,249 @@
+"""CanICA in torch: per-group PCA, group PCA, and spatial FastICA with restarts.
+
+The algorithm mirrors :class:`nilearn.decomposition.CanICA`:
+
+1. each group of tokens (a "subject") is z-scored and reduced to its top
+   ``n_components`` right singular vectors scaled by their singular values
+   (randomized SVD);
+2. the reduced groups are stacked, each row normalized to unit norm
+   (nilearn's ``do_cca``), and the top ``n_components`` right singular vectors
+   of the stack are the group PCA maps. With many groups the stack is merged
+   incrementally (keep the top rows after each merge) so memory stays bounded;
+3. symmetric FastICA over voxels (spatial ICA) unmixes the group PCA maps,
+   restarted from several random initializations; the restart whose least
+   sparse map is sparsest (smallest maximum L1 norm) is kept.
+
+Everything runs on the device of the input tensors (CPU or CUDA).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["GroupPCA", "fastica", "randomized_row_basis"]
+
+
+def _orthonormal(y: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.qr(y, mode="reduced").Q
+
+
+def randomized_row_basis(a: torch.Tensor, k: int, n_oversamples: int = 10, n_iter: int = 5,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Top ``k`` right singular vectors of ``a`` scaled by their singular values.
+
+    Parameters
+    ----------
+    a : torch.Tensor of shape (n_rows, n_columns)
+        Tokens × voxels.
+    k : int
+        Number of singular vectors.
+    n_oversamples, n_iter : int
+        Randomized SVD settings (Halko et al. 2011) with QR-normalized power
+        iterations.
+    generator : torch.Generator, optional
+        Source of the random test matrix (on the CPU).
+
+    Returns
+    -------
+    torch.Tensor of shape (min(k, rank bound), n_columns)
+        Rows ``S_i * V_i`` in decreasing order of singular value, float32.
+    """
+    m, n = a.shape
+    k = min(k, m, n)
+    n_test = min(k + n_oversamples, m, n)
+    if n_test >= min(m, n) or min(m, n) <= 64:
+        # Small: exact, through the smaller Gram matrix in float64.
+        return _exact_row_basis(a, k)
+    omega = torch.randn(n, n_test, generator=generator, dtype=torch.float32).to(a.device, a.dtype)
+    y = a @ omega
+    for _ in range(n_iter):
+        q = _orthonormal(y)
+        z = _orthonormal(a.T @ q)
+        y = a @ z
+    q = _orthonormal(y)                         # (m, n_test): range of a
+    b = q.T @ a                                 # (n_test, n)
+    return _exact_row_basis(b, k)
+
+
+def _exact_row_basis(b: torch.Tensor, k: int, chunk: int = 1 << 16) -> torch.Tensor:
+    """Top ``k`` rows ``S V^T`` of ``b`` (few rows) through its float64 Gram matrix."""
+    r = b.shape[0]
+    gram = torch.zeros(r, r, dtype=torch.float64, device=b.device)
+    for start in range(0, b.shape[1], chunk):
+        block = b[:, start:start + chunk].to(torch.float64)
+        gram += block @ block.T
+    evals, evecs = torch.linalg.eigh(gram)
+    order = torch.argsort(evals, descending=True)[:k]
+    evals, evecs = evals[order].clamp_min(0), evecs[:, order]
+    # S V^T = U^T b  (the singular values are kept as the rows' norms)
+    return (evecs.T.to(b.dtype) @ b).to(torch.float32)
+
+
+class GroupPCA:
+    """Incremental group PCA of reduced groups (rows: components, columns: voxels).
+
+    Parameters
+    ----------
+    n_components : int
+        Number of group components.
+    max_rows : int
+        When the stacked rows exceed this, they are merged into their top
+        ``max_rows // 2`` (at least ``2 * n_components``) scaled singular vectors.
+        With at most ``max_rows`` rows overall the result is exact.
+    normalize : bool
+        Normalize each added row to unit norm (CanICA's CCA step); False keeps
+        the singular values, so the result is the PCA of the stacked groups.
+    """
+
+    def __init__(self, n_components: int, max_rows: int, normalize: bool = True) -> None:
+        self.n_components = n_components
+        self.normalize = normalize
+        self.max_rows = max(max_rows, 4 * n_components)
+        self._rows: list[torch.Tensor] = []
+        self.n_groups = 0
+
+    def add(self, reduced: torch.Tensor) -> None:
+        """Add one group's reduced rows (normalized to unit norm if ``normalize``)."""
+        if self.normalize:
+            norms = torch.linalg.vector_norm(reduced, dim=1, keepdim=True)
+            reduced = reduced / torch.where(norms > 0, norms, torch.ones_like(norms))
+        self._rows.append(reduced)
+        self.n_groups += 1
+        if sum(r.shape[0] for r in self._rows) > self.max_rows:
+            stacked = torch.cat(self._rows)
+            keep = max(self.max_rows // 2, 2 * self.n_components)
+            self._rows = [_exact_row_basis(stacked, keep)]
+
+    def components(self) -> torch.Tensor:
+        """The group PCA maps: orthonormal rows, shape (n_components, n_voxels)."""
+        if not self._rows:
+            raise ValueError("No group was added to the group PCA.")
+        stacked = torch.cat(self._rows)
+        rows = _exact_row_basis(stacked, self.n_components)
+        norms = torch.linalg.vector_norm(rows, dim=1)
+        rank = int((norms > 1e-6 * norms.max().clamp_min(1e-30)).sum())
+        if rank < self.n_components:
+            raise ValueError(
+                f"The data span only {rank} independent directions but n_components="
+                f"{self.n_components} were asked for: lower n_components or give more "
+                "(and more varied) tokens.")
+        return rows / norms[:, None]
+
+
+def _sym_decorrelation(w: torch.Tensor) -> torch.Tensor:
+    """``(W W^T)^{-1/2} W`` for a batch of square matrices."""
+    s, u = torch.linalg.eigh(w @ w.transpose(-1, -2))
+    s = s.clamp_min(torch.finfo(w.dtype).tiny)
+    return (u * s.rsqrt().unsqueeze(-2)) @ u.transpose(-1, -2) @ w
+
+
+def _contrast(fun: str, wx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if fun == "logcosh":
+        gx = torch.tanh(wx)
+        g_x = (1 - gx.pow(2)).mean(dim=-1)
+    elif fun == "cube":
+        gx = wx.pow(3)
+        g_x = 3 * wx.pow(2).mean(dim=-1)
+    elif fun == "exp":
+        sq = wx.pow(2)
+        e = torch.exp(-sq / 2)
+        gx = wx * e
+        g_x = ((1 - sq) * e).mean(dim=-1)
+    else:
+        raise ValueError(f"Unknown FastICA contrast fun={fun!r}; use 'logcosh', 'cube' "
+                         "or 'exp'.")
+    return gx, g_x
+
+
+def fastica(maps: torch.Tensor, n_restarts: int = 10, fun: str = "logcosh",
+            max_iter: int = 200, tol: float = 1e-4, seed: int = 0,
+            dtype: torch.dtype = torch.float64, iter_dtype: torch.dtype = torch.float32,
+            restarts_per_batch: int | None = None,
+            ) -> tuple[torch.Tensor, dict]:
+    """Spatial symmetric FastICA of ``maps`` (components × voxels) with restarts.
+
+    Parameters
+    ----------
+    maps : torch.Tensor of shape (k, n_voxels)
+        Mixed maps (e.g. group PCA maps). Voxels are the samples.
+    n_restarts : int
+        Random initializations; the sparsest converged result is kept.
+    fun : {"logcosh", "cube", "exp"}
+        FastICA contrast function.
+    max_iter, tol : int, float
+        Stopping rule of scikit-learn's FastICA.
+    seed : int
+        Seed of the initial unmixing matrices.
+    dtype : torch.dtype
+        Precision of the whitening and of the final sources (float64 as nilearn).
+    iter_dtype : torch.dtype
+        Precision of the fixed-point iterations (float32 is about twice as fast
+        and converges to the same tolerance on whitened data).
+    restarts_per_batch : int, optional
+        How many restarts run together (batched matrix products); default: all
+        that fit in about 1 GB.
+
+    Returns
+    -------
+    sources : torch.Tensor of shape (k, n_voxels)
+        Unmixed maps with unit L2 norm, in ``maps``' dtype.
+    info : dict
+        ``n_iter`` (per restart), ``converged`` (per restart), ``best`` (index of
+        the kept restart), ``max_l1`` (per restart).
+    """
+    k, n_vox = maps.shape
+    if k > n_vox:
+        raise ValueError(f"FastICA needs at least as many voxels ({n_vox}) as components ({k}).")
+    if n_restarts < 1:
+        raise ValueError(f"n_restarts must be at least 1, got {n_restarts}.")
+    device = maps.device
+    xt = maps.to(dtype)
+    xt = xt - xt.mean(dim=1, keepdim=True)
+    # Whitening (scikit-learn's whiten="arbitrary-variance"): K = (u / d).T
+    evals, u = torch.linalg.eigh(xt @ xt.T)
+    evals = evals.flip(0)
+    u = u.flip(1)
+    if float(evals[-1]) <= 1e-10 * float(evals[0]):
+        raise ValueError("The maps to unmix are linearly dependent: lower n_components.")
+    whitening = (u / evals.sqrt()).T                              # (k, k)
+    x1 = (whitening @ xt) * math.sqrt(n_vox)                      # (k, n_vox)
+    gen = torch.Generator().manual_seed(int(seed))
+    w_init = torch.randn(n_restarts, k, k, generator=gen, dtype=torch.float64).to(device)
+    x1 = x1.to(iter_dtype)
+    if restarts_per_batch is None:
+        per_restart = 3 * k * n_vox * torch.finfo(iter_dtype).bits // 8
+        restarts_per_batch = max(1, min(n_restarts, int(1e9 // max(per_restart, 1))))
+    results_w, n_iters, converged = [], [], []
+    for start in range(0, n_restarts, restarts_per_batch):
+        w = _sym_decorrelation(w_init[start:start + restarts_per_batch]).to(iter_dtype)
+        r = w.shape[0]
+        active = torch.arange(r, device=device)      # restarts still iterating
+        iters = [max_iter] * r
+        done = [False] * r
+        for it in range(max_iter):
+            wa = w[active]
+            gx, g_x = _contrast(fun, wa @ x1)                     # (a, k, v), (a, k)
+            w1 = _sym_decorrelation(gx @ x1.T / n_vox - g_x.unsqueeze(-1) * wa)
+            lim = (torch.einsum("rij,rij->ri", w1, wa).abs() - 1).abs().amax(dim=1)
+            w[active] = w1
+            finished = (lim < tol).cpu()
+            for idx in active[finished.to(active.device)].tolist():
+                iters[idx], done[idx] = it + 1, True
+            active = active[~finished.to(active.device)]
+            if active.numel() == 0:
+                break
+        results_w.append(w.to(torch.float64))
+        n_iters.extend(iters)
+        converged.extend(done)
+    w_all = torch.cat(results_w)                                   # (R, k, k)
+    unmix = w_all @ whitening                                      # (R, k, k)
+    max_l1 = torch.stack([(u_r @ xt).abs().sum(dim=1).amax() for u_r in unmix])
+    # the sparsest converged restart (any restart when none converged)
+    ok = torch.tensor(converged, device=max_l1.device)
+    best = int(torch.argmin(torch.where(ok, max_l1, torch.inf) if bool(ok.any()) else max_l1))
+    sources = unmix[best] @ xt
+    info = {"n_iter": n_iters, "converged": converged, "best": best,
+            "max_l1": max_l1.cpu().tolist()}
+    return sources.to(maps.dtype), info

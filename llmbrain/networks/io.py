@@ -1,0 +1,143 @@
+"""Save and load fitted networks: a Zarr Dataset plus NIfTI images.
+
+A networks folder holds::
+
+    networks.zarr/        components, maps_z, network_masks, key_neurons,
+                          mean, scale (float32 / bool) with all attributes
+    components.nii.gz     raw maps, one volume per component
+    maps_z.nii.gz         z-scored maps
+    key_neurons.nii.gz    1 where a neuron is key
+    kind.json             what was saved
+
+A recurrence folder holds ``recurrence.zarr`` (the :func:`compare_runs`
+result), ``consensus.nii.gz`` and one networks folder per run
+(``run-0``, ``run-1``, ...). Folders are written to a temporary sibling and
+renamed into place, so a folder is never half written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import xarray as xr
+
+from ..volumes import to_volumes
+from .decomposition import FunctionalNetworks
+from .recurrence import NetworkRecurrence
+
+__all__ = ["load_networks", "save_networks"]
+
+_KIND = "kind.json"
+
+
+def _float32(ds: xr.Dataset) -> xr.Dataset:
+    return ds.map(lambda v: v.astype(np.float32) if v.dtype.kind == "f" else v)
+
+
+def _write_networks(est: FunctionalNetworks, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _float32(est.to_dataset()).to_zarr(folder / "networks.zarr", mode="w", consolidated=False)
+    nib.save(est.components_img_, folder / "components.nii.gz")
+    nib.save(est.maps_z_img_, folder / "maps_z.nii.gz")
+    nib.save(to_volumes(est.key_neurons_.astype(np.float32)).img, folder / "key_neurons.nii.gz")
+    (folder / _KIND).write_text(json.dumps({"kind": "networks"}))
+
+
+def _write_recurrence(result: xr.Dataset, runs, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _float32(result).to_zarr(folder / "recurrence.zarr", mode="w", consolidated=False)
+    nib.save(to_volumes(result["consensus"]).img, folder / "consensus.nii.gz")
+    for i, run in enumerate(runs):
+        _write_networks(run, folder / f"run-{i}")
+    (folder / _KIND).write_text(json.dumps({"kind": "recurrence", "n_runs": len(runs)}))
+
+
+def save_networks(networks, folder) -> Path:
+    """Write fitted networks (or a recurrence analysis) to ``folder``, atomically.
+
+    Parameters
+    ----------
+    networks : FunctionalNetworks, NetworkRecurrence or xarray.Dataset
+        A fitted estimator, or the Dataset returned by :func:`compare_runs`.
+    folder : str or path
+        Replaced if it exists.
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+    """
+    folder = Path(folder).expanduser()
+    if isinstance(networks, FunctionalNetworks):
+        networks._check_fitted()
+        write = lambda tmp: _write_networks(networks, tmp)  # noqa: E731
+    elif isinstance(networks, NetworkRecurrence):
+        if not hasattr(networks, "result_"):
+            raise RuntimeError("This NetworkRecurrence is not fitted yet: call fit(X) first.")
+        write = lambda tmp: _write_recurrence(networks.result_, networks.runs_, tmp)  # noqa: E731
+    elif isinstance(networks, xr.Dataset) and "consensus" in networks:
+        write = lambda tmp: _write_recurrence(networks, [], tmp)  # noqa: E731
+    else:
+        raise TypeError("save_networks expects a fitted FunctionalNetworks, a fitted "
+                        "NetworkRecurrence or a compare_runs result, got "
+                        f"{type(networks).__name__}.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    try:
+        write(tmp)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+            os.replace(folder, old / "x")
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _read_networks(folder: Path) -> FunctionalNetworks:
+    ds = xr.open_zarr(folder / "networks.zarr", consolidated=False).load()
+    return FunctionalNetworks.from_dataset(ds)
+
+
+def load_networks(folder):
+    """Read what :func:`save_networks` wrote.
+
+    Returns
+    -------
+    FunctionalNetworks or NetworkRecurrence or xarray.Dataset
+        A fitted estimator (``transform`` works), a fitted recurrence analysis
+        with its runs, or the bare :func:`compare_runs` Dataset if no run was saved.
+    """
+    folder = Path(folder).expanduser()
+    kind_file = folder / _KIND
+    if not kind_file.is_file():
+        raise FileNotFoundError(f"{folder} holds no {_KIND}: it was not written by "
+                                "llmbrain.networks.save_networks.")
+    kind = json.loads(kind_file.read_text())
+    if kind["kind"] == "networks":
+        return _read_networks(folder)
+    result = xr.open_zarr(folder / "recurrence.zarr", consolidated=False).load()
+    for name in ("key_neurons_union", "key_neurons_majority"):
+        result[name] = result[name].astype(bool)
+    if kind.get("n_runs", 0) == 0:
+        return result
+    runs = [_read_networks(folder / f"run-{i}") for i in range(kind["n_runs"])]
+    params = json.loads(runs[0].to_dataset().attrs["params"])
+    rec = NetworkRecurrence(n_runs=kind["n_runs"], cutoff=float(result.attrs["cutoff"]),
+                            reference=int(result.attrs["reference"]), **params)
+    rec.runs_ = runs
+    rec.result_ = result
+    rec.key_neurons_union_ = result["key_neurons_union"]
+    rec.key_neurons_majority_ = result["key_neurons_majority"]
+    rec.recurrence_ = result["recurrence"]
+    return rec
