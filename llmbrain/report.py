@@ -12,11 +12,12 @@ import datetime as _dt
 import html
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from ._atomic import atomic_write
 
 __all__ = ["Report"]
 
@@ -204,24 +205,12 @@ class Report:
         figures_dir.mkdir(parents=True, exist_ok=True)
         figures = [b[1] for b in self._blocks if b[0] == "figure"]
         for name, fig in zip(self._figure_names(), figures):
-            _write_atomic(figures_dir / name, fig.png)
+            atomic_write(figures_dir / name, fig.png)
         index = folder / "index.html"
-        _write_atomic(index, self.to_html().encode("utf-8"))
+        atomic_write(index, self.to_html().encode("utf-8"))
         return index
 
     def __repr__(self) -> str:
         counts = {k: sum(1 for b in self._blocks if b[0] == k) for k in ("figure", "table")}
         return (f"Report({self.title!r}, {len(self._blocks)} blocks, {counts['figure']} figures, "
                 f"{counts['table']} tables)")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import xarray as xr
+
+from ._atomic import atomic_folder
 
 __all__ = ["LLMVolumes", "VolumeLayout", "from_volumes", "load_volumes", "save_volumes",
            "to_volumes"]
@@ -202,22 +202,13 @@ def from_volumes(img, layout: VolumeLayout, *, dim: str = "token",
 def save_volumes(volumes: LLMVolumes, folder) -> Path:
     """Write ``img.nii.gz``, ``mask.nii.gz``, ``labels.nii.gz`` and
     ``layout.json`` into ``folder`` (atomically: the folder appears whole)."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
-    try:
+    with atomic_folder(folder) as tmp:
         nib.save(volumes.img, tmp / "img.nii.gz")
         nib.save(volumes.mask_img, tmp / "mask.nii.gz")
         nib.save(volumes.labels_img, tmp / "labels.nii.gz")
         (tmp / "layout.json").write_text(json.dumps(
             {**volumes.layout.to_dict(), "label_names": volumes.label_names}))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 def load_volumes(folder) -> LLMVolumes:

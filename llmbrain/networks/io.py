@@ -18,15 +18,13 @@ renamed into place, so a folder is never half written.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import xarray as xr
 
+from .._atomic import atomic_folder
 from ..volumes import to_volumes
 from .decomposition import FunctionalNetworks
 from .recurrence import NetworkRecurrence
@@ -87,20 +85,8 @@ def save_networks(networks, folder) -> Path:
         raise TypeError("save_networks expects a fitted FunctionalNetworks, a fitted "
                         "NetworkRecurrence or a compare_runs result, got "
                         f"{type(networks).__name__}.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
-    try:
+    with atomic_folder(folder) as tmp:
         write(tmp)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-            os.replace(folder, old / "x")
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -121,7 +121,7 @@ def plot_intervention_effects(df, *, metrics=None, baseline=None, errorbar="sd",
                     ax.set_ylabel(str(metric).replace("_", " ").capitalize())
                 if r == len(metrics) - 1:
                     ax.set_xlabel("Network")
-        handles, labels = {}, []
+        handles = {}
         for ax in axes.flat:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)

@@ -15,14 +15,12 @@ safetensors weights, tokenizer files). How to load it back:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .plan import _umask
+from .._atomic import atomic_folder
 from .structural import CONFIG_KEY, resize_mlps
 
 __all__ = ["PLAN_FILE", "load_pruned", "save_pruned"]
@@ -54,28 +52,12 @@ def save_pruned(model: nn.Module, tokenizer, folder: str | os.PathLike, *,
         ``folder``.
     """
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise FileExistsError(f"{folder} already exists; choose another folder or pass "
-                              "overwrite=True.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes private folders
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if plan is not None:
             plan.save(tmp / PLAN_FILE)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-            os.replace(folder, old / "model")
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import xarray as xr
 from torch import nn
 
+from .._atomic import atomic_write
 from ..models.adapters import get_adapter
 
 __all__ = ["ALLOCATIONS", "PruningPlan", "make_plan"]
@@ -160,18 +160,7 @@ class PruningPlan:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the plan as JSON, atomically (temp file then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes private files
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PruningPlan:
@@ -180,12 +169,6 @@ class PruningPlan:
         if not path.is_file():
             raise FileNotFoundError(f"No pruning plan at {path}.")
         return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _lowest(values: np.ndarray, count: int) -> np.ndarray:

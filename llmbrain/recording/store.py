@@ -34,6 +34,8 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from .._atomic import atomic_write
+
 __all__ = ["FORMAT_VERSION", "IncompleteStoreError", "open_activations"]
 
 FORMAT_VERSION = 1
@@ -45,12 +47,6 @@ IDENTITY_KEYS = ("model_fingerprint", "hook", "dtype", "window_length", "corpus_
 
 class IncompleteStoreError(RuntimeError):
     """A store whose recording has not finished."""
-
-
-def _write_json_atomically(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
 
 
 def read_progress(path: Path) -> dict:
@@ -81,7 +77,7 @@ def create_store(path: Path, *, n_tokens: int, layers, neurons, dtype: str,
         for name, values in coords.items():
             _coord(group, name, values, "token")
         group.attrs.update({**attrs, "llmbrain_format": FORMAT_VERSION, "complete": False})
-        _write_json_atomically(tmp / _PROGRESS, {"windows_written": 0, "complete": False})
+        atomic_write(tmp / _PROGRESS, json.dumps({"windows_written": 0, "complete": False}))
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -106,8 +102,8 @@ def mark_progress(path: Path, windows_written: int, complete: bool = False) -> N
     if complete:
         group = zarr.open_group(path, mode="r+")
         group.attrs["complete"] = True
-    _write_json_atomically(path / _PROGRESS, {"windows_written": int(windows_written),
-                                              "complete": bool(complete)})
+    atomic_write(path / _PROGRESS, json.dumps({"windows_written": int(windows_written),
+                                               "complete": bool(complete)}))
 
 
 def open_activations(path, *, allow_incomplete: bool = False) -> xr.Dataset:
