@@ -64,6 +64,7 @@ _CRITERION_COLORS: dict[str, str] = {
     "functional_network": OKABE_ITO["blue"],
     "functional_networks": OKABE_ITO["blue"],
     "key_neurons": OKABE_ITO["blue"],
+    "networks+contextual": OKABE_ITO["orange"],
     "contextual": OKABE_ITO["bluish_green"],
     "domain": OKABE_ITO["bluish_green"],
 }
@@ -182,7 +183,7 @@ def text_color_on(rgba) -> str:
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-_CRITERION_MARKERS = {"networks": "o", "network": "o", "contextual": "s", "magnitude": "^",
+_CRITERION_MARKERS = {"networks": "o", "network": "o", "networks+contextual": "P", "contextual": "s", "magnitude": "^",
                       "wanda_sp": "D", "wanda": "D", "flap": "v", "random": "X", "activation": "P"}
 
 

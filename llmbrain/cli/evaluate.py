@@ -1,0 +1,144 @@
+"""``llmbrain evaluate``: model -> numbers (perplexity, zero-shot accuracy,
+domain scores, size and speed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+_PRUNING_KEY = "llmbrain_pruning"
+
+
+def register(subparsers) -> None:
+    from ..evaluation import ZEROSHOT_TASKS
+
+    parser = subparsers.add_parser(
+        "evaluate", help="perplexity, zero-shot accuracy and efficiency of a (pruned) model",
+        description="Evaluate a model: WikiText-2 perplexity in non-overlapping windows, "
+                    "zero-shot accuracy (acc / acc_norm as lm-evaluation-harness) on local "
+                    "task files, domain perplexity / accuracy, and forward throughput. "
+                    "Writes one CSV row per measurement.")
+    parser.add_argument("model", nargs="?", default="default",
+                        help="folder (a pruned one is loaded with its per-layer widths), "
+                             ".gguf file, hub id, or 'default' (default: %(default)s)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="weight type (default: %(default)s)")
+    parser.add_argument("--wikitext", help="WikiText-2 test text file (HF rows newline-joined "
+                                           "or wiki.test.raw)")
+    parser.add_argument("--window", type=int, action="append",
+                        help="perplexity window in tokens; repeat for several (default: 128)")
+    parser.add_argument("--max-windows", type=int,
+                        help="score only the first N perplexity windows")
+    parser.add_argument("--zeroshot-root", help="folder with the zero-shot task files")
+    parser.add_argument("--tasks", default=",".join(ZEROSHOT_TASKS),
+                        help="comma-separated zero-shot tasks (default: all seven)")
+    parser.add_argument("--limit", type=int, help="first N items of each task")
+    parser.add_argument("--domain-text", action="append", default=[],
+                        help="domain text file for perplexity (.txt, .jsonl with 'text', "
+                             "PubMedQA .json); repeatable")
+    parser.add_argument("--domain-mc", action="append", default=[],
+                        help="domain multiple-choice file (MMLU .csv, MedQA .jsonl); repeatable")
+    parser.add_argument("--efficiency", action="store_true",
+                        help="also measure parameters, weight memory and tokens/s")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="sequences per forward pass (default: %(default)s)")
+    parser.add_argument("--out", "-o", help="CSV file for the results")
+    parser.set_defaults(func=run)
+
+
+def is_pruned_folder(path) -> bool:
+    """Whether ``path`` is a folder written by ``llmbrain.pruning.save_pruned``."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return bool(json.loads(config.read_text()).get(_PRUNING_KEY))
+    except (OSError, ValueError):
+        return False
+
+
+def load_any_model(name, *, device="cpu", dtype="float32"):
+    """Load a model as :func:`llmbrain.models.load_model` does, or a pruned
+    folder through :func:`llmbrain.pruning.load_pruned`."""
+    import torch
+
+    from ..models import load_model
+
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if is_pruned_folder(name):
+        try:
+            from ..pruning import load_pruned
+        except ImportError as err:
+            raise ModuleNotFoundError(f"{name} is a pruned model but llmbrain.pruning cannot be "
+                                      f"imported ({err}).") from err
+        model, tokenizer = load_pruned(name, dtype=dtype, device=device)
+        if tokenizer is None:
+            raise FileNotFoundError(f"The pruned model at {name} was saved without a tokenizer.")
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return model, tokenizer
+    return load_model(name, dtype=dtype, device=device)
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from ..evaluation import (domain_accuracy, domain_perplexity, evaluate_zeroshot,
+                              load_wikitext2, measure_efficiency, perplexity, summarize_zeroshot)
+
+    if not (args.wikitext or args.zeroshot_root or args.domain_text or args.domain_mc
+            or args.efficiency):
+        raise ValueError("Nothing to evaluate: give --wikitext, --zeroshot-root, --domain-text, "
+                         "--domain-mc and/or --efficiency.")
+    for flag, value in (("--limit", args.limit), ("--max-windows", args.max_windows),
+                        ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {value}.")
+    model, tokenizer = load_any_model(args.model, device=args.device, dtype=args.dtype)
+    rows = []
+
+    def add(kind, name, metric, value, n=None, stderr=None):
+        rows.append({"model": str(args.model), "kind": kind, "name": name, "metric": metric,
+                     "value": value, "n": n, "stderr": stderr})
+        print(f"{kind:>10} {name:<28} {metric:<16} {value:.4f}" if isinstance(value, float)
+              else f"{kind:>10} {name:<28} {metric:<16} {value}")
+
+    if args.wikitext:
+        text = load_wikitext2(args.wikitext)
+        for window in args.window or [128]:
+            ppl, details = perplexity(model, tokenizer, text, window=window,
+                                      batch_size=args.batch_size, max_windows=args.max_windows,
+                                      return_details=True)
+            add("perplexity", f"wikitext2-{window}", "perplexity", ppl, details["n_windows"])
+    if args.zeroshot_root:
+        table = evaluate_zeroshot(model, tokenizer, args.zeroshot_root, args.tasks,
+                                  limit=args.limit, batch_size=args.batch_size)
+        for task, row in table.iterrows():
+            add("zeroshot", task, "acc", row["acc"], row["n"], row["acc_stderr"])
+            add("zeroshot", task, "acc_norm", row["acc_norm"], row["n"], row["acc_norm_stderr"])
+        for metric, value in summarize_zeroshot(table).items():
+            if metric != "n_tasks":
+                add("zeroshot", "average", metric, value, len(table))
+    if args.domain_text:
+        table = domain_perplexity(model, tokenizer, args.domain_text, window=(args.window or
+                                  [128])[0], batch_size=args.batch_size,
+                                  max_windows=args.max_windows)
+        for name, row in table.iterrows():
+            add("domain", name, "perplexity", row["perplexity"], row["n_windows"])
+    if args.domain_mc:
+        table = domain_accuracy(model, tokenizer, args.domain_mc, limit=args.limit,
+                                batch_size=args.batch_size)
+        for name, row in table.iterrows():
+            add("domain", name, "acc", row["acc"], row["n"], row["acc_stderr"])
+    if args.efficiency:
+        for metric, value in measure_efficiency(model, tokenizer).items():
+            if metric in ("n_params", "n_mlp_params", "n_neurons", "weight_bytes",
+                          "tokens_per_s", "seconds_per_batch"):
+                add("efficiency", "forward", metric, value)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(out, index=False)
+        print(f"Wrote {len(rows)} rows to {out}.")
+    return 0

@@ -1,0 +1,68 @@
+"""``llmbrain evaluate`` on tiny saved models."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from llmbrain._testing import byte_tokenizer, tiny_model
+from llmbrain.cli import main
+from llmbrain.cli.evaluate import is_pruned_folder, load_any_model
+
+TEXT = "Neurons that fire together wire together. " * 20
+
+
+@pytest.fixture()
+def data(tmp_path):
+    (tmp_path / "wiki.txt").write_text(TEXT, encoding="utf-8")
+    root = tmp_path / "tasks"
+    (root / "winogrande").mkdir(parents=True)
+    rows = [{"sentence": "The cup fell on the _ and it broke.", "option1": "floor",
+             "option2": "table", "answer": "1"},
+            {"sentence": "Ann thanked Tom because _ had helped.", "option1": "Ann",
+             "option2": "Tom", "answer": "2"}]
+    (root / "winogrande" / "dev.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return tmp_path
+
+
+def test_evaluate_saved_model(tmp_path, data):
+    folder = tmp_path / "model"
+    tiny_model("llama").save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    out = tmp_path / "results.csv"
+    code = main(["evaluate", str(folder), "--wikitext", str(data / "wiki.txt"), "--window", "32",
+                 "--zeroshot-root", str(data / "tasks"), "--tasks", "winogrande",
+                 "--efficiency", "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out)
+    ppl = table.query("kind == 'perplexity'")
+    assert list(ppl["name"]) == ["wikitext2-32"]
+    assert ppl["value"].iloc[0] > 1
+    acc = table.query("kind == 'zeroshot' and name == 'winogrande' and metric == 'acc'")
+    assert acc["n"].iloc[0] == 2 and acc["value"].iloc[0] in (0.0, 0.5, 1.0)
+    params = table.query("metric == 'n_mlp_params'")["value"].iloc[0]
+    assert params == 3 * 3 * 32 * 48
+
+
+def test_evaluate_needs_something_to_do(tmp_path, capsys):
+    assert main(["evaluate", "default"]) == 1
+    assert "Nothing to evaluate" in capsys.readouterr().err
+
+
+def test_pruned_folder_is_loaded_with_its_widths(tmp_path):
+    pruning = pytest.importorskip("llmbrain.pruning")
+    model, tokenizer = tiny_model("llama"), byte_tokenizer()
+    scores = pruning.score_neurons(model, "magnitude")
+    plan = pruning.make_plan(scores, 0.5, "global")
+    pruning.prune_model(model, plan)
+    folder = tmp_path / "pruned"
+    pruning.save_pruned(model, tokenizer, folder, plan=plan)
+    assert is_pruned_folder(folder)
+    assert not is_pruned_folder(tmp_path)
+    loaded, loaded_tokenizer = load_any_model(folder)
+    from llmbrain.models import get_adapter
+    assert get_adapter(loaded).neurons_per_layer(loaded) == \
+        get_adapter(model).neurons_per_layer(model)
+    assert loaded_tokenizer.pad_token is not None
