@@ -48,3 +48,21 @@ def test_default_model_is_plain_and_cached(smollm2):
     assert not hasattr(model.config, "quantization_config")
     assert model.float() is model  # a quantized-flagged model refuses .float()
     assert any((cache_dir() / "models").glob("SmolLM2-135M-Instruct*/model.safetensors"))
+
+
+def test_pruned_folder_with_uneven_layers_loads(tmp_path, tokenizer):
+    import numpy as np
+
+    from llmbrain._testing import tiny_model
+    from llmbrain.pruning import PruningPlan, prune_model, save_pruned
+
+    model = tiny_model("llama")
+    keep = {0: np.arange(10), 1: np.arange(0, 48, 2), 2: np.arange(40)}
+    plan = PruningPlan(keep=keep, n_neurons={layer: 48 for layer in keep}, criterion="custom",
+                       sparsity=0.5, allocation="custom")
+    prune_model(model, plan)
+    save_pruned(model, tokenizer, tmp_path / "pruned", plan=plan)
+    loaded, _ = load_model(tmp_path / "pruned")
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits)

@@ -6,11 +6,11 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .._atomic import atomic_folder
 
 __all__ = ["DEFAULT_MODEL", "cache_dir", "default_model_path", "load_model", "model_fingerprint"]
 
@@ -97,14 +97,12 @@ def _cached_gguf(path: Path, dtype, use_cache: bool, name: str):
 
 
 def _save_atomically(model, tokenizer, folder: Path) -> None:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".partial-"))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, folder) if not folder.exists() else shutil.rmtree(tmp)
+        with atomic_folder(folder) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)  # a cache we cannot write is only slower
+        pass  # a cache that cannot be written only makes the next load slower
 
 
 def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.float32,
@@ -115,8 +113,10 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
     ----------
     name : str or path, default="default"
         ``"default"`` (or None) for the embedded SmolLM2-135M-Instruct, a path
-        to a ``.gguf`` file, a local folder saved with ``save_pretrained``, or
-        a Hugging Face hub id (needs a network).
+        to a ``.gguf`` file, a local folder saved with ``save_pretrained`` (or
+        with :func:`llmbrain.pruning.save_pruned`: layers may then keep
+        different numbers of neurons), or a Hugging Face hub id (needs a
+        network).
     dtype : torch.dtype, default=torch.float32
         Floating-point type of the weights.
     device : str or torch.device, default="cpu"
@@ -153,8 +153,13 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
                 raise FileNotFoundError(
                     f"{path} exists but holds no config.json: give a folder written by "
                     "save_pretrained, a .gguf file, a hub id, or 'default'.")
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            if "llmbrain_pruning" in json.loads((path / "config.json").read_text()):
+                from ..pruning import load_pruned  # layers may keep different neuron counts
+
+                model, tokenizer = load_pruned(path, dtype=dtype)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                tokenizer = AutoTokenizer.from_pretrained(path)
         elif str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
             raise FileNotFoundError(f"No model at {path}: the path does not exist.")
         else:

@@ -49,6 +49,49 @@ class CalibrationStats:
         """Layers that have statistics."""
         return sorted(self.mean)
 
+    @classmethod
+    def from_sums(cls, n_tokens: int, sums: dict) -> CalibrationStats:
+        """Build from per-layer running sums ``(sum x, sum |x|, sum x**2)``."""
+        stats = cls(n_tokens=int(n_tokens))
+        for layer, (s1, s_abs, s2) in sums.items():
+            mean = s1 / n_tokens
+            stats.mean[layer] = mean
+            stats.mean_abs[layer] = s_abs / n_tokens
+            stats.variance[layer] = np.maximum(s2 - n_tokens * mean * mean, 0.0) / max(
+                n_tokens - 1, 1)
+            stats.l2_norm[layer] = np.sqrt(s2)
+        return stats
+
+    @classmethod
+    def from_activations(cls, data, *, batch_tokens: int = 16384) -> CalibrationStats:
+        """Statistics of recorded MLP neurons, read from a store layer by layer.
+
+        Parameters
+        ----------
+        data : xarray.Dataset or DataArray
+            A store opened with :func:`llmbrain.open_activations` (recorded at
+            hook ``"mlp"``, with all neurons), or its ``activations``.
+        batch_tokens : int, default=16384
+            Tokens read at once (memory stays bounded).
+        """
+        attrs = data.attrs
+        if hasattr(data, "data_vars"):
+            data = data["activations"]
+        if attrs.get("hook", "mlp") != "mlp" or attrs.get("neurons_selected", "all") != "all":
+            raise ValueError("Calibration statistics need the MLP neurons (hook='mlp') with all "
+                             "neurons recorded; this store has hook="
+                             f"{attrs.get('hook')!r}, neurons={attrs.get('neurons_selected')!r}.")
+        n_tokens = data.sizes["token"]
+        sums = {}
+        for layer in data["layer"].values.tolist():
+            acc = [0.0, 0.0, 0.0]
+            for start in range(0, n_tokens, batch_tokens):
+                x = np.asarray(data.sel(layer=layer).isel(token=slice(start, start + batch_tokens))
+                               .values, dtype=np.float64)
+                acc = [acc[0] + x.sum(0), acc[1] + np.abs(x).sum(0), acc[2] + (x * x).sum(0)]
+            sums[int(layer)] = tuple(acc)
+        return cls.from_sums(n_tokens, sums)
+
     def to_dataset(self) -> xr.Dataset:
         """The statistics as an :class:`xarray.Dataset` (layer, neuron).
 
@@ -202,13 +245,5 @@ def collect_calibration_stats(model: nn.Module, tokenizer, texts, *, window: int
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    stats = CalibrationStats(n_tokens=n_tokens)
-    for layer in layers:
-        s1, s_abs, s2 = (t.cpu().numpy() for t in sums[layer])
-        mean = s1 / n_tokens
-        stats.mean[layer] = mean
-        stats.mean_abs[layer] = s_abs / n_tokens
-        denom = max(n_tokens - 1, 1)
-        stats.variance[layer] = np.maximum(s2 - n_tokens * mean * mean, 0.0) / denom
-        stats.l2_norm[layer] = np.sqrt(s2)
-    return stats
+    return CalibrationStats.from_sums(
+        n_tokens, {layer: tuple(t.cpu().numpy() for t in sums[layer]) for layer in layers})
