@@ -25,6 +25,7 @@
 # looks at the stored data, and turns it into NIfTI images that nilearn reads unchanged.
 
 # %%
+# %matplotlib inline
 import os
 import tempfile
 from pathlib import Path

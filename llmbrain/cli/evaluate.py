@@ -3,7 +3,6 @@ domain scores, size and speed)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 _PRUNING_KEY = "llmbrain_pruning"
@@ -47,45 +46,19 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def is_pruned_folder(path) -> bool:
-    """Whether ``path`` is a folder written by ``llmbrain.pruning.save_pruned``."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return bool(json.loads(config.read_text()).get(_PRUNING_KEY))
-    except (OSError, ValueError):
-        return False
-
-
-def load_any_model(name, *, device="cpu", dtype="float32"):
-    """Load a model as :func:`llmbrain.models.load_model` does, or a pruned
-    folder through :func:`llmbrain.pruning.load_pruned`."""
-    import torch
-
-    from ..models import load_model
-
-    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    if is_pruned_folder(name):
-        try:
-            from ..pruning import load_pruned
-        except ImportError as err:
-            raise ModuleNotFoundError(f"{name} is a pruned model but llmbrain.pruning cannot be "
-                                      f"imported ({err}).") from err
-        model, tokenizer = load_pruned(name, dtype=dtype, device=device)
-        if tokenizer is None:
-            raise FileNotFoundError(f"The pruned model at {name} was saved without a tokenizer.")
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        return model, tokenizer
-    return load_model(name, dtype=dtype, device=device)
-
-
 def run(args) -> int:
     import pandas as pd
 
-    from ..evaluation import (domain_accuracy, domain_perplexity, evaluate_zeroshot,
-                              load_wikitext2, measure_efficiency, perplexity, summarize_zeroshot)
+    from ..evaluation import (
+        domain_accuracy,
+        domain_perplexity,
+        evaluate_zeroshot,
+        load_wikitext2,
+        measure_efficiency,
+        perplexity,
+        summarize_zeroshot,
+    )
+    from ..models import load_model
 
     if not (args.wikitext or args.zeroshot_root or args.domain_text or args.domain_mc
             or args.efficiency):
@@ -95,7 +68,7 @@ def run(args) -> int:
                         ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be a positive integer, got {value}.")
-    model, tokenizer = load_any_model(args.model, device=args.device, dtype=args.dtype)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     rows = []
 
     def add(kind, name, metric, value, n=None, stderr=None):

@@ -157,6 +157,9 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
                 from ..pruning import load_pruned  # layers may keep different neuron counts
 
                 model, tokenizer = load_pruned(path, dtype=dtype)
+                if tokenizer is None:
+                    raise FileNotFoundError(f"The pruned model at {path} was saved without a "
+                                            "tokenizer: save it with save_pruned(model, tokenizer, ...).")
             else:
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
                 tokenizer = AutoTokenizer.from_pretrained(path)
