@@ -179,7 +179,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
 
     clock = time.perf_counter()
     stats = CalibrationStats.from_activations(ds)
-    dense = measure_efficiency(model, batch_size=4, seq_len=eval_window, repeats=3)
+    dense = measure_efficiency(model, batch_size=4, seq_len=eval_window, repeats=7)
     results = [{"criterion": "dense", "sparsity": 0.0, "perplexity": baseline,
                 "n_params": dense["n_params"], "tokens_per_s": dense["tokens_per_s"]}]
     plans = {}
@@ -191,7 +191,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
         plans[criterion] = plan
         pruned = prune_model(copy.deepcopy(model), plan,
                              bias_compensation=stats if criterion == "flap" else None)
-        speed = measure_efficiency(pruned, batch_size=4, seq_len=eval_window, repeats=3)
+        speed = measure_efficiency(pruned, batch_size=4, seq_len=eval_window, repeats=7)
         results.append({"criterion": criterion, "sparsity": sparsity, "perplexity": ppl(pruned),
                         "n_params": speed["n_params"], "tokens_per_s": speed["tokens_per_s"]})
         if criterion == "networks":

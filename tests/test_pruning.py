@@ -5,12 +5,18 @@ import pytest
 import torch
 
 from llmbrain._testing import byte_tokenizer, tiny_model
+from llmbrain.evaluation import count_parameters as _counts
 from llmbrain.interventions import ablate
 from llmbrain.models import get_adapter
-from llmbrain.pruning import (PruningPlan, collect_calibration_stats, count_parameters,
+from llmbrain.pruning import (PruningPlan, collect_calibration_stats,
                               load_pruned, make_plan, prune_model, save_pruned, score_neurons)
 
+
 torch.set_num_threads(1)
+
+
+def count_parameters(model):
+    return _counts(model)["n_params"]
 
 ARCHS = ["llama", "gpt2", "phi3", "opt", "gpt_neox", "phi", "gemma3_text"]
 TEXTS = ["The cat sat on the mat. " * 4, "Prices rose by 3% in May.", "def f(x):\n    return x"]

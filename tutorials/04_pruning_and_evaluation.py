@@ -43,10 +43,11 @@ from IPython.display import display
 import llmbrain
 from llmbrain import plotting
 from llmbrain.corpus import load_corpus
-from llmbrain.evaluation import evaluate_zeroshot, load_wikitext2, measure_efficiency, perplexity
+from llmbrain.evaluation import (count_parameters, evaluate_zeroshot, load_wikitext2,
+                                 measure_efficiency, perplexity)
 from llmbrain.interventions import ablate
 from llmbrain.networks import FunctionalNetworks
-from llmbrain.pruning import (CRITERIA, collect_calibration_stats, count_parameters, load_pruned,
+from llmbrain.pruning import (CRITERIA, collect_calibration_stats, load_pruned,
                               make_plan, prune_model, save_pruned, score_neurons)
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 1024))  # calibration tokens
@@ -131,7 +132,7 @@ def evaluate(m):
     return result
 
 
-dense_params = count_parameters(model)
+dense_params = count_parameters(model)["n_params"]
 rows = [{"criterion": "dense", "sparsity": 0.0, "parameters": dense_params, **evaluate(model)}]
 pd.DataFrame(rows)
 
@@ -160,7 +161,7 @@ for sparsity in SPARSITIES:
         pruned = prune_model(copy.deepcopy(model), plan,
                              bias_compensation=stats if criterion == "flap" else None)
         rows.append({"criterion": name, "sparsity": sparsity,
-                     "parameters": count_parameters(pruned), **evaluate(pruned)})
+                     "parameters": count_parameters(pruned)["n_params"], **evaluate(pruned)})
         plans[(name, sparsity)] = plan
         del pruned
 results = pd.DataFrame(rows)
@@ -235,8 +236,8 @@ removed = {layer: np.setdiff1d(np.arange(plan.n_neurons[layer]), kept)
 with torch.no_grad(), ablate(model, removed):
     silenced = model(**inputs).logits
 print("max |pruned - ablated| logit difference:", float((before - silenced).abs().max()))
-print(f"parameters: dense {dense_params:,} -> pruned {count_parameters(reloaded):,} "
-      f"({1 - count_parameters(reloaded) / dense_params:.1%} fewer)")
+print(f"parameters: dense {dense_params:,} -> pruned {count_parameters(reloaded)['n_params']:,} "
+      f"({1 - count_parameters(reloaded)['n_params'] / dense_params:.1%} fewer)")
 
 # %% [markdown]
 # ## Speed and memory

@@ -82,7 +82,8 @@ def open_networks(path):
 
 def run(args) -> int:
     from ..models import load_model
-    from ..pruning import (collect_calibration_stats, count_parameters, make_plan, prune_model,
+    from ..evaluation import count_parameters
+    from ..pruning import (collect_calibration_stats, make_plan, prune_model,
                            save_pruned, score_neurons)
 
     out = Path(args.out)
@@ -105,10 +106,10 @@ def run(args) -> int:
     plan = make_plan(scores, args.sparsity, args.allocation,
                      protect_layers=args.protect_layers,
                      protect_first_last=args.protect_first_last, min_keep=args.min_keep)
-    before = count_parameters(model)
+    before = count_parameters(model)["n_params"]
     start = time.perf_counter()
     prune_model(model, plan, bias_compensation=stats if bias else None, progress=True)
-    after = count_parameters(model)
+    after = count_parameters(model)["n_params"]
     save_pruned(model, tokenizer, out, plan=plan, overwrite=args.overwrite)
     kept = plan.n_kept()
     print(f"Pruned {args.model} with criterion '{args.criterion}', allocation "

@@ -4,7 +4,7 @@ from .calibration import CalibrationStats, collect_calibration_stats, token_wind
 from .criteria import CRITERIA, network_scores, score_neurons
 from .io import load_pruned, save_pruned
 from .plan import ALLOCATIONS, PruningPlan, make_plan
-from .structural import count_parameters, prune_model, resize_mlps
+from .structural import prune_model, resize_mlps
 
 __all__ = [
     "ALLOCATIONS",
@@ -12,7 +12,6 @@ __all__ = [
     "CalibrationStats",
     "PruningPlan",
     "collect_calibration_stats",
-    "count_parameters",
     "load_pruned",
     "make_plan",
     "network_scores",

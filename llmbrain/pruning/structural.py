@@ -26,15 +26,10 @@ from ..interventions import _layer_vectors
 from ..models.adapters import ArchitectureAdapter, get_adapter
 from .plan import PruningPlan
 
-__all__ = ["count_parameters", "prune_model"]
+__all__ = ["prune_model", "resize_mlps"]
 
 _INTERMEDIATE_ATTR = {"gpt2": "n_inner", "opt": "ffn_dim"}
 CONFIG_KEY = "llmbrain_pruning"
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of distinct parameters of ``model`` (tied weights counted once)."""
-    return sum(p.numel() for p in model.parameters())
 
 
 def _projection(like: nn.Module, n_in: int, n_out: int, bias: bool, conv1d: bool) -> nn.Module:
