@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-__all__ = ["run_pipeline"]
+__all__ = ["DEFAULT_CRITERIA", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
-_CRITERIA = ("networks", "contextual", "wanda-sp", "flap", "magnitude", "random")
+#: Criteria compared by default; the model pruned by the first one is saved.
+DEFAULT_CRITERIA = ("networks+contextual", "networks", "contextual", "wanda-sp", "flap",
+                    "magnitude", "random")
 
 
 def _split_documents(documents: list[str], held_out_every: int):
@@ -42,7 +44,7 @@ def _step(message: str, steps: list, start: float) -> None:
 def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
                  n_tokens: int = 8192, window: int = 256, batch_size: int = 8,
                  n_components: int = 10, n_runs: int = 3, threshold: float = 3.6,
-                 sparsity: float = 0.3, criteria=_CRITERIA, n_interventions: int = 3,
+                 sparsity: float = 0.3, criteria=DEFAULT_CRITERIA, n_interventions: int = 3,
                  eval_windows: int = 24, eval_window: int = 128, device: str = "cpu",
                  seed: int = 0, progress: bool = True) -> Path:
     """Run the llmbrain pipeline end to end and write a report folder.
@@ -54,7 +56,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     neurons by each criterion (the networks criterion keeps the key neurons
     of the union over runs first); evaluate every model on held-out documents
     (perplexity, parameters, speed); write the figures, tables, networks
-    (NIfTI) and the network-pruned model.
+    (NIfTI) and the model pruned by the first criterion.
 
     Parameters
     ----------
@@ -78,7 +80,10 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     sparsity : float, default=0.3
         Fraction of MLP neurons to remove.
     criteria : sequence of str
-        Pruning criteria to compare.
+        Pruning criteria to compare (see :data:`llmbrain.pruning.CRITERIA`);
+        ``"networks+contextual"`` keeps the key neurons first and ranks the
+        others by mean |activation|. The model pruned by the first criterion is
+        saved.
     n_interventions : int, default=3
         Networks to ablate and amplify (the largest ones).
     eval_windows, eval_window : int
@@ -99,14 +104,15 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     from .interventions import ablate, amplify, matched_random
     from .models import load_model
     from .networks import NetworkRecurrence, save_networks
-    from .pruning import (CalibrationStats, make_plan, prune_model, save_pruned,
+    from .pruning import (CRITERIA, CalibrationStats, make_plan, prune_model, save_pruned,
                           score_neurons)
     from .recording import record
     from .report import Report
 
-    unknown = sorted(set(criteria) - set(_CRITERIA))
+    unknown = sorted({c.partition("+")[0] for c in criteria} - set(CRITERIA))
     if unknown:
-        raise ValueError(f"Unknown criteria {unknown}; choose from {', '.join(_CRITERIA)}.")
+        raise ValueError(f"Unknown criteria {unknown}; choose from {', '.join(CRITERIA)} "
+                         "(\"networks+contextual\" fills the networks criterion by contextual).")
     if not 0 < sparsity < 1:
         raise ValueError(f"sparsity must be between 0 and 1, got {sparsity}.")
     if int(n_runs) < 2:
@@ -184,17 +190,17 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
                 "n_params": dense["n_params"], "tokens_per_s": dense["tokens_per_s"]}]
     plans = {}
     for criterion in tqdm(criteria, desc="pruning", unit="criterion", disable=not progress):
-        scores = score_neurons(model, criterion, calibration=stats, seed=seed,
-                               networks=recurrence.runs_ if criterion == "networks" else None,
-                               fill="contextual" if criterion == "networks" else None)
+        name, _, fill = criterion.partition("+")  # "networks+contextual": fill by contextual
+        scores = score_neurons(model, name, calibration=stats, seed=seed, fill=fill or None,
+                               networks=recurrence.runs_ if name == "networks" else None)
         plan = make_plan(scores, sparsity=sparsity)
         plans[criterion] = plan
         pruned = prune_model(copy.deepcopy(model), plan,
-                             bias_compensation=stats if criterion == "flap" else None)
+                             bias_compensation=stats if name == "flap" else None)
         speed = measure_efficiency(pruned, batch_size=4, seq_len=eval_window, repeats=7)
         results.append({"criterion": criterion, "sparsity": sparsity, "perplexity": ppl(pruned),
                         "n_params": speed["n_params"], "tokens_per_s": speed["tokens_per_s"]})
-        if criterion == "networks":
+        if criterion == criteria[0]:
             save_pruned(pruned, tokenizer, out / "pruned-model", plan=plan, overwrite=True)
         del pruned
     table = pd.DataFrame(results)

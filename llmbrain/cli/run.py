@@ -11,7 +11,7 @@ def register(subparsers) -> None:
         description="Record the MLP neurons, find functional networks and their recurrence, "
                     "ablate/amplify networks against random controls, prune by several criteria, "
                     "evaluate on held-out documents, and write a report folder (index.html, "
-                    "networks as NIfTI, the network-pruned model).")
+                    "networks as NIfTI, the model pruned by the functional-network criterion).")
     add_model_arguments(parser)
     parser.add_argument("--corpus", default="default",
                         help="corpus (every fifth document is held out for evaluation)")
