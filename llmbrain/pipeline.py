@@ -46,7 +46,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
                  n_components: int = 10, n_runs: int = 3, threshold: float = 3.6,
                  sparsity: float = 0.3, criteria=DEFAULT_CRITERIA, n_interventions: int = 3,
                  eval_windows: int = 24, eval_window: int = 128, device: str = "cpu",
-                 seed: int = 0, progress: bool = True) -> Path:
+                 seed: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
     """Run the llmbrain pipeline end to end and write a report folder.
 
     Steps: record the MLP neurons over part of the corpus; find functional
@@ -91,6 +91,10 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
         ``eval_window`` tokens.
     device : str, default="cpu"
     seed : int, default=0
+    overwrite : bool, default=False
+        Record again, replacing the recording in ``out``. By default an
+        identical recording is reused, an interrupted one resumed, and one made
+        with other settings refused.
     progress : bool, default=True
 
     Returns
@@ -136,7 +140,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
                          "evaluation.")
     windows = tokenize_windows(analysed, tokenizer, window, max_tokens=n_tokens)
     ds = record(model, tokenizer, windows, out / "activations.zarr", window=window,
-                batch_size=batch_size, progress=progress)
+                batch_size=batch_size, overwrite=overwrite, progress=progress)
     eval_text = "\n\n".join(held_out)
     _step(f"recorded {ds.sizes['token']:,} tokens x {ds.sizes['layer']} layers x "
           f"{ds.sizes['neuron']:,} neurons", steps, clock)

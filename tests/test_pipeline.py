@@ -67,3 +67,10 @@ def test_bad_settings_are_refused(tmp_path):
 def test_networks_were_found_and_intervened_on(report):
     effects = pd.read_csv(report / "interventions.csv")
     assert (effects["n_neurons"] > 0).all()
+
+
+def test_rerun_with_other_settings_is_refused_without_overwrite(report):
+    with pytest.raises(FileExistsError, match="other settings"):
+        run_pipeline((tiny_model("llama", intermediate_size=64), byte_tokenizer()),
+                     load_corpus("default", max_documents=20), report, n_tokens=1024, window=64,
+                     progress=False)

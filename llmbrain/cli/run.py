@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     parser.add_argument("--eval-windows", type=int, default=24,
                         help="held-out windows of 128 tokens for perplexity")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="record again, replacing the recording in the report folder")
     parser.set_defaults(func=run)
 
 
@@ -34,5 +36,5 @@ def run(args) -> int:
     run_pipeline(args.model, args.corpus, args.out, n_tokens=args.tokens,
                  n_components=args.components, n_runs=args.runs, threshold=args.threshold,
                  sparsity=args.sparsity, eval_windows=args.eval_windows, device=args.device,
-                 seed=args.seed)
+                 seed=args.seed, overwrite=args.overwrite)
     return 0
