@@ -81,9 +81,9 @@ def _check_disk(path: Path, n_bytes: int) -> None:
 class _Writer(threading.Thread):
     """Writes batches to the Zarr array in the background (double buffering)."""
 
-    def __init__(self, array: zarr.Array, path: Path, batch_windows: int):
+    def __init__(self, array: zarr.Array, path: Path):
         super().__init__(daemon=True)
-        self.array, self.path, self.batch_windows = array, path, batch_windows
+        self.array, self.path = array, path
         self.jobs: queue.Queue = queue.Queue(maxsize=1)
         self.free: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
@@ -260,7 +260,7 @@ def _run(model, adapter, input_ids, path, layers, neurons, hook, batch_size, dty
     staging = torch.empty((n_layers, batch_size * window, n_neurons), dtype=torch_dtype,
                           device=device)
     array = zarr.open_group(path, mode="r+")["activations"]
-    writer = _Writer(array, path, batch_size)
+    writer = _Writer(array, path)
     for _ in range(2):
         host = torch.empty((n_layers, batch_size * window, n_neurons), dtype=torch_dtype,
                            pin_memory=on_cuda)
