@@ -90,3 +90,35 @@ def test_load_wikitext2_real_file_matches_literature_string():
     text = load_wikitext2(WIKITEXT)
     assert len(text) == 1_294_336
     assert len(wikitext_rows(WIKITEXT.read_text(encoding="utf-8"))) == 4358
+
+
+def test_bos_per_window_protocol(llama, tokenizer):
+    """Every window starts with BOS; the stream is cut into window - 1 token pieces."""
+    from llmbrain.evaluation import perplexity_protocol
+
+    window = 32
+    ids = tokenizer(TEXT, return_tensors="pt").input_ids[0]
+    bos = tokenizer.bos_token_id
+    n = len(ids) // (window - 1)
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for k in range(n):
+            chunk = torch.cat([torch.tensor([bos]), ids[k * (window - 1):(k + 1) * (window - 1)]])
+            log_probs = F.log_softmax(llama(input_ids=chunk[None]).logits[0, :-1].double(), -1)
+            nll -= float(log_probs[torch.arange(window - 1), chunk[1:]].sum())
+            count += window - 1
+    ppl, details = perplexity(llama, tokenizer, TEXT, window=window, bos=True, progress=False,
+                              return_details=True)
+    assert details["protocol"] == "bos-per-window" == perplexity_protocol(llama, True)
+    assert details["n_windows"] == n and details["n_tokens"] == count
+    assert ppl == pytest.approx(math.exp(nll / count), rel=1e-5)
+    assert perplexity(llama, tokenizer, TEXT, window=window, progress=False) != pytest.approx(ppl)
+
+
+def test_bos_is_default_for_gemma_only(llama):
+    from llmbrain._testing import tiny_model
+    from llmbrain.evaluation import needs_bos, perplexity_protocol
+
+    assert not needs_bos(llama) and perplexity_protocol(llama) == "stream"
+    gemma = tiny_model("gemma3_text")
+    assert needs_bos(gemma) and perplexity_protocol(gemma) == "bos-per-window"

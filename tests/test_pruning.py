@@ -1,5 +1,7 @@
 """Structural pruning on tiny models of every adapter family."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -165,7 +167,7 @@ def test_pruning_twice_needs_a_plan_for_the_pruned_model(ids):
         prune_model(model, plan)
     second = make_plan(score_neurons(model, "magnitude"), 0.5)
     prune_model(model, second)
-    assert get_adapter(model).neurons_per_layer(model) == [21, 19, 16]
+    assert get_adapter(model).neurons_per_layer(model) == [21, 18, 16]
     assert model.config.llmbrain_pruning["original_neurons_per_layer"] == [48, 48, 48]
 
 
@@ -211,3 +213,39 @@ def test_calibration_stats_from_a_store_equal_a_calibration_pass(tmp_path, token
                 progress=False)
     with pytest.raises(ValueError, match="hook='mlp'"):
         CalibrationStats.from_activations(up)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3_text"])
+def test_progressive_bias_compensation_uses_means_of_the_pruned_model(arch):
+    """Layer l's bias is W[:, removed] @ mean, the mean taken on the model whose
+    layers 0..l-1 are already pruned and compensated."""
+    torch.manual_seed(0)
+    model = tiny_model(arch)
+    calib = torch.randint(3, 250, (6, 16))
+    plan = _random_plan(model, seed=5)
+    expected = copy.deepcopy(model)
+    adapter = get_adapter(expected)
+    for layer in plan.layers:  # reference: one full forward per layer
+        seen = []
+        handle = adapter.down_proj(expected, layer).register_forward_pre_hook(
+            lambda m, a: seen.append(a[0].reshape(-1, a[0].shape[-1]).double()))
+        with torch.no_grad():
+            expected(calib)
+        handle.remove()
+        mean = torch.cat(seen).mean(0).numpy()
+        single = PruningPlan(keep={layer: plan.keep[layer]}, n_neurons={layer: plan.n_neurons[layer]})
+        prune_model(expected, single, bias_compensation={layer: mean})
+    prune_model(model, plan, bias_compensation="progressive", calibration=calib, batch_size=4)
+    ids = torch.randint(3, 250, (2, 12))
+    torch.testing.assert_close(_logits(model, ids), _logits(expected, ids), rtol=1e-4, atol=1e-5)
+    assert model.config.llmbrain_pruning["neurons_per_layer"] == [42, 37, 32]
+
+
+def test_progressive_compensation_needs_calibration_windows():
+    model = tiny_model("llama")
+    plan = _random_plan(model)
+    with pytest.raises(ValueError, match="calibration"):
+        prune_model(model, plan, bias_compensation="progressive")
+    with pytest.raises(ValueError, match="not understood"):
+        prune_model(model, plan, bias_compensation="later")
+    assert get_adapter(model).neurons_per_layer(model) == [48, 48, 48]  # unchanged

@@ -158,23 +158,39 @@ def test_global_and_adaptive_allocation():
     assert tight.n_kept()[0] == 10 and sum(tight.n_kept().values()) == 75
 
 
-def test_protected_layers_and_nan_padding():
+def test_protected_layers_count_in_the_budget_and_nan_padding():
     values = np.arange(30, dtype=float).reshape(3, 10)
-    values[2, 6:] = np.nan  # layer 2 has 6 neurons
+    values[2, 6:] = np.nan  # layer 2 has 6 neurons: 26 in all
     plan = make_plan(_scores(values), sparsity=0.5, protect_layers=[1])
     assert plan.n_neurons == {0: 10, 1: 10, 2: 6}
-    assert plan.n_kept() == {0: 5, 1: 10, 2: 3}
-    edge = make_plan(_scores(values), sparsity=0.5, protect_first_last=True)
-    assert edge.n_kept() == {0: 10, 1: 5, 2: 6}
+    # 13 of the 26 neurons go, all from the 16 of layers 0 and 2 (81%)
+    assert plan.n_kept() == {0: 2, 1: 10, 2: 1}
+    edge = make_plan(_scores(values), sparsity=0.3, protect_first=1, protect_last=1)
+    assert edge.n_kept() == {0: 10, 1: 2, 2: 6}
+    assert edge.metadata["protected_layers"] == [0, 2]
+    with pytest.raises(ValueError, match="can give up at most 9"):
+        make_plan(_scores(values), sparsity=0.5, protect_first=1, protect_last=1)
+    glob = make_plan(_scores(values), sparsity=0.3, allocation="global", protect_first=1)
+    assert sum(glob.n_kept().values()) == 18 and glob.n_kept()[0] == 10
+    # the global threshold: every kept prunable neuron scores above it
+    kept = np.concatenate([values[layer, glob.keep[layer]] for layer in (1, 2)])
+    assert kept.min() > glob.metadata["threshold"]
     values[1, 3] = np.nan
     with pytest.raises(ValueError, match="NaN inside"):
         make_plan(_scores(values), 0.5)
 
 
+def test_make_plan_refuses_a_layer_without_scores():
+    values = np.ones((3, 10))
+    values[1] = np.nan
+    with pytest.raises(ValueError, match="Every score of layer 1 is NaN"):
+        make_plan(_scores(values), 0.3)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(sparsity=1.0), "sparsity"), (dict(sparsity=-0.1), "sparsity"),
     (dict(allocation="greedy"), "allocation"), (dict(min_keep=0), "min_keep"),
-    (dict(protect_layers=[7]), "protect_layers"),
+    (dict(protect_layers=[7]), "protect_layers"), (dict(protect_first=-1), "protect_first"),
 ])
 def test_make_plan_refuses_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

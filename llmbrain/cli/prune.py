@@ -105,7 +105,8 @@ def run(args) -> int:
                            threshold=args.threshold, fill=args.fill, seed=args.seed)
     plan = make_plan(scores, args.sparsity, args.allocation,
                      protect_layers=args.protect_layers,
-                     protect_first_last=args.protect_first_last, min_keep=args.min_keep)
+                     protect_first=int(args.protect_first_last),
+                     protect_last=int(args.protect_first_last), min_keep=args.min_keep)
     before = count_parameters(model)["n_params"]
     start = time.perf_counter()
     prune_model(model, plan, bias_compensation=stats if bias else None, progress=True)

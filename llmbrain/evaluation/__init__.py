@@ -4,7 +4,8 @@ efficiency."""
 from .domain import domain_accuracy, domain_perplexity, load_multiple_choice
 from .efficiency import count_parameters, measure_efficiency
 from .loglikelihood import encode_pair, loglikelihoods, model_max_length
-from .perplexity import load_text, load_wikitext2, perplexity, wikitext_rows
+from .perplexity import (PROTOCOLS, load_text, load_wikitext2, needs_bos, perplexity,
+                         perplexity_protocol, wikitext_rows)
 from .tasks import (
     LM_EVAL_METRICS,
     TASK_FILES,
@@ -28,6 +29,7 @@ __all__ = [
     "TASK_FILES",
     "ZEROSHOT_TASKS",
     "MultipleChoiceItem",
+    "PROTOCOLS",
     "count_parameters",
     "domain_accuracy",
     "domain_perplexity",
@@ -49,7 +51,9 @@ __all__ = [
     "loglikelihoods",
     "measure_efficiency",
     "model_max_length",
+    "needs_bos",
     "perplexity",
+    "perplexity_protocol",
     "score_items",
     "summarize_zeroshot",
     "wikitext_rows",

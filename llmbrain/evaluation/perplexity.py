@@ -5,6 +5,14 @@ and FLAP tokenise the whole WikiText-2 test split once (its rows joined with
 ``"\\n\\n"``), cut the token stream into consecutive windows of 128 or 2048
 tokens (SliceGPT), drop the incomplete tail, and report the exponential of
 the mean negative log-likelihood of every predicted token.
+
+Models trained to always see a beginning-of-sequence token at position 0
+(the Gemma family) score absurd perplexities on windows cut from the middle
+of a token stream. For them each window starts with the BOS token instead:
+the stream is cut into pieces of ``window - 1`` tokens and BOS is put in
+front of each, so the window still holds ``window`` tokens and every text
+token is predicted. :func:`perplexity_protocol` names the protocol used
+(``"stream"`` or ``"bos-per-window"``); results tables carry that name.
 """
 
 from __future__ import annotations
@@ -17,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["load_text", "load_wikitext2", "perplexity", "wikitext_rows"]
+__all__ = ["PROTOCOLS", "load_text", "load_wikitext2", "needs_bos", "perplexity",
+           "perplexity_protocol", "wikitext_rows"]
+
+#: Names of the perplexity protocols (see the module documentation).
+PROTOCOLS = ("stream", "bos-per-window")
+#: Model families trained to always see BOS first.
+_BOS_FAMILIES = ("gemma",)
 
 
 def wikitext_rows(text: str) -> list[str]:
@@ -137,11 +151,46 @@ def load_text(path: str | os.PathLike) -> str:
     return path.read_text(encoding="utf-8").replace("\r\n", "\n")
 
 
+def needs_bos(model) -> bool:
+    """Whether ``model`` belongs to a family that must see BOS at position 0.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel or PretrainedConfig
+
+    Returns
+    -------
+    bool
+        True for the Gemma family (``model_type`` starting with ``"gemma"``).
+    """
+    config = getattr(model, "config", model)
+    return str(getattr(config, "model_type", "")).startswith(_BOS_FAMILIES)
+
+
+def perplexity_protocol(model, bos: bool | None = None) -> str:
+    """Name of the window protocol :func:`perplexity` uses for ``model``.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel or PretrainedConfig
+    bos : bool or None, default=None
+        As :func:`perplexity`'s ``bos``; None chooses by :func:`needs_bos`.
+
+    Returns
+    -------
+    str
+        ``"bos-per-window"`` or ``"stream"``.
+    """
+    if bos is None:
+        bos = needs_bos(model)
+    return PROTOCOLS[1] if bos else PROTOCOLS[0]
+
+
 @torch.inference_mode()
 def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | None = None,
                batch_size: int = 8, max_windows: int | None = None, device=None,
-               add_special_tokens: bool = True, progress: bool = True,
-               return_details: bool = False):
+               add_special_tokens: bool = True, bos: bool | None = None,
+               progress: bool = True, return_details: bool = False):
     """Perplexity of ``model`` on ``text`` in consecutive windows.
 
     The whole text is tokenised once; the token stream is cut into windows of
@@ -172,11 +221,17 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
     add_special_tokens : bool, default=True
         Passed to the tokenizer (a Llama-2 tokenizer then puts one BOS at the
         very start of the stream, as in the literature).
+    bos : bool or None, default=None
+        Start every window with the tokenizer's BOS token (protocol
+        ``"bos-per-window"``); the stream is then cut into pieces of
+        ``window - 1`` tokens (``stride`` counts stream tokens). None turns it
+        on for the models that need it (:func:`needs_bos`), off otherwise
+        (protocol ``"stream"``, the literature's).
     progress : bool, default=True
         Show a tqdm progress bar.
     return_details : bool, default=False
-        Also return a dict with ``nll`` (mean), ``n_windows`` and
-        ``n_tokens`` (predicted tokens).
+        Also return a dict with ``nll`` (mean), ``n_windows``, ``n_tokens``
+        (predicted tokens) and ``protocol``.
 
     Returns
     -------
@@ -188,6 +243,7 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
         raise ValueError("text must be a non-empty string (e.g. load_wikitext2(path)).")
     if window < 2:
         raise ValueError(f"window must be at least 2 tokens, got {window}.")
+    default_stride = stride is None
     stride = window if stride is None else stride
     if stride < 1:
         raise ValueError(f"stride must be a positive number of tokens, got {stride}.")
@@ -195,6 +251,13 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
     if max_windows is not None and max_windows < 1:
         raise ValueError(f"max_windows must be a positive integer or None, got {max_windows}.")
+    protocol = perplexity_protocol(model, bos)
+    bos_id = None
+    if protocol == "bos-per-window":
+        bos_id = tokenizer.bos_token_id
+        if bos_id is None:
+            raise ValueError("bos=True needs a tokenizer with a BOS token; this one has none. "
+                             "Use bos=False (one token stream, the literature's protocol).")
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
 
@@ -205,7 +268,14 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
                         return_tensors="pt").input_ids[0]
     finally:
         tokenizer.model_max_length = saved_max_length
-    starts = list(range(0, len(ids) - window + 1, stride))
+    body = window
+    if bos_id is not None:
+        if len(ids) and int(ids[0]) == bos_id:
+            ids = ids[1:]  # the tokenizer's own leading BOS: every window gets one below
+        body = window - 1
+        if default_stride:
+            stride = body
+    starts = list(range(0, len(ids) - body + 1, stride))
     if not starts:
         raise ValueError(f"The text has {len(ids)} tokens, fewer than one window of {window}; "
                          "give a longer text or a smaller window.")
@@ -216,7 +286,10 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
     batches = [starts[s:s + batch_size] for s in range(0, len(starts), batch_size)]
     for batch in tqdm(batches, desc=f"perplexity ({window}-token windows)", disable=not progress,
                       leave=False):
-        inputs = torch.stack([ids[s:s + window] for s in batch]).to(device)
+        inputs = torch.stack([ids[s:s + body] for s in batch])
+        if bos_id is not None:
+            inputs = torch.cat([torch.full((len(batch), 1), bos_id, dtype=inputs.dtype), inputs], 1)
+        inputs = inputs.to(device)
         logits = model(input_ids=inputs).logits[:, :-1].float()
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), inputs[:, 1:].reshape(-1),
                               reduction="sum")
@@ -225,5 +298,6 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
     mean_nll = total_nll / total_tokens
     ppl = math.exp(mean_nll)
     if return_details:
-        return ppl, {"nll": mean_nll, "n_windows": len(starts), "n_tokens": total_tokens}
+        return ppl, {"nll": mean_nll, "n_windows": len(starts), "n_tokens": total_tokens,
+                     "protocol": protocol}
     return ppl

@@ -21,8 +21,9 @@ Allocation of the removals over layers
     concentrated, so per-layer sparsity follows each layer's own structure
     while scale differences between layers are removed.
 
-In every mode ``sparsity`` is the fraction of the neurons of the *prunable*
-layers (scored and not protected) that is removed, and each layer keeps at
+In every mode ``sparsity`` is the fraction of all the scored neurons that is
+removed; protected layers keep every neuron and count in that budget, so two
+plans of the same sparsity leave models of the same size. Each layer keeps at
 least ``min_keep`` neurons.
 """
 
@@ -176,9 +177,25 @@ def _lowest(values: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(values, kind="stable")[:count]
 
 
+def _protected(layers: list[int], protect_layers, protect_first: int, protect_last: int
+               ) -> set[int]:
+    for name, value in (("protect_first", protect_first), ("protect_last", protect_last)):
+        if not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number of layers, not {value!r}.")
+    unknown = sorted(set(map(int, protect_layers)) - set(layers))
+    if unknown:
+        raise ValueError(f"protect_layers names layers {unknown} that have no scores "
+                         f"(scored layers: {layers}).")
+    ordered = sorted(layers)
+    protected = set(map(int, protect_layers)) | set(ordered[:int(protect_first)])
+    if protect_last:
+        protected |= set(ordered[-int(protect_last):])
+    return protected
+
+
 def make_plan(scores: xr.DataArray, sparsity: float = 0.3, allocation: str = "uniform", *,
-              protect_layers: Sequence[int] = (), protect_first_last: bool = False,
-              min_keep: int = 1) -> PruningPlan:
+              protect_first: int = 0, protect_last: int = 0,
+              protect_layers: Sequence[int] = (), min_keep: int = 1) -> PruningPlan:
     """Choose the neurons to keep from importance scores.
 
     Parameters
@@ -188,19 +205,34 @@ def make_plan(scores: xr.DataArray, sparsity: float = 0.3, allocation: str = "un
         :func:`~llmbrain.pruning.score_neurons`. NaN marks neurons that do not
         exist (padding of narrower layers) and must form a tail.
     sparsity : float, default=0.3
-        Fraction of the prunable neurons to remove, in [0, 1).
+        Fraction of all the scored neurons to remove, in [0, 1). Protected
+        layers count in this budget: they keep every neuron, so the other
+        layers give up more (``sparsity * all / prunable`` on average). Plans
+        with the same sparsity therefore leave models of the same size,
+        whatever their options.
     allocation : {"uniform", "global", "adaptive"}, default="uniform"
         How removals are spread over layers (see the module documentation).
+        With ``"global"`` a single threshold over the raw scores of all
+        prunable layers decides (stored as ``metadata["threshold"]``): the
+        kept set is every neuron scoring above it.
+    protect_first, protect_last : int, default=0
+        Keep the first / last this many scored layers whole (the published
+        network-pruning recipe protects the first 3 and the last 2).
     protect_layers : sequence of int, default=()
-        Layers kept whole.
-    protect_first_last : bool, default=False
-        Also keep the first and last scored layers whole.
+        Further layers kept whole.
     min_keep : int, default=1
         Least number of neurons any layer keeps.
 
     Returns
     -------
     PruningPlan
+
+    Raises
+    ------
+    ValueError
+        For malformed scores (a layer without any finite score, NaN that is
+        not padding), unknown options, or a sparsity the prunable layers
+        cannot reach.
     """
     if not isinstance(scores, xr.DataArray) or set(scores.dims) != {"layer", "neuron"}:
         raise ValueError("scores must be an xarray.DataArray with dims ('layer', 'neuron').")
@@ -216,29 +248,35 @@ def make_plan(scores: xr.DataArray, sparsity: float = 0.3, allocation: str = "un
     layers = [int(layer) for layer in scores["layer"].values]
     if len(set(layers)) != len(layers):
         raise ValueError("scores name a layer more than once.")
-    unknown = sorted(set(map(int, protect_layers)) - set(layers))
-    if unknown:
-        raise ValueError(f"protect_layers names layers {unknown} that have no scores "
-                         f"(scored layers: {layers}).")
-    protected = set(map(int, protect_layers))
-    if protect_first_last and layers:
-        protected |= {min(layers), max(layers)}
+    protected = _protected(layers, protect_layers, protect_first, protect_last)
     values, sizes = {}, {}
     for i, layer in enumerate(layers):
         row = np.asarray(scores.values[i], dtype=np.float64)
         n = int((~np.isnan(row)).sum())
+        if n == 0:
+            raise ValueError(f"Every score of layer {layer} is NaN: the criterion failed there "
+                             "(e.g. a decomposition that did not converge). Fix the scores "
+                             "rather than plan to keep nothing in that layer.")
         if not np.isnan(row[n:]).all() or np.isnan(row[:n]).any():
             raise ValueError(f"Scores of layer {layer} have NaN inside; NaN may only pad the "
                              "end of a narrower layer.")
         values[layer], sizes[layer] = row[:n], n
     prunable = [layer for layer in layers if layer not in protected]
+    total = int(round(float(sparsity) * sum(sizes.values())))
+    room = sum(max(sizes[layer] - int(min_keep), 0) for layer in prunable)
+    if total > room:
+        raise ValueError(
+            f"sparsity={sparsity} removes {total} neurons but the {len(prunable)} prunable "
+            f"layers can give up at most {room} (protected layers: {sorted(protected)}, "
+            f"min_keep={min_keep}): lower the sparsity or protect fewer layers.")
     removed: dict[int, np.ndarray] = {layer: np.empty(0, np.int64) for layer in layers}
-    if allocation == "uniform":
+    metadata = {"protected_layers": sorted(protected), "min_keep": int(min_keep)}
+    if allocation == "uniform" and prunable:
+        fraction = total / sum(sizes[layer] for layer in prunable)
         for layer in prunable:
-            count = min(int(round(sparsity * sizes[layer])), max(sizes[layer] - min_keep, 0))
+            count = min(int(round(fraction * sizes[layer])), max(sizes[layer] - min_keep, 0))
             removed[layer] = _lowest(values[layer], count)
     elif prunable:
-        total = int(round(sparsity * sum(sizes[layer] for layer in prunable)))
         pool_values, pool_layer, pool_index = [], [], []
         for layer in prunable:
             v = values[layer]
@@ -253,11 +291,11 @@ def make_plan(scores: xr.DataArray, sparsity: float = 0.3, allocation: str = "un
         pool_values = np.concatenate(pool_values)
         pool_layer = np.concatenate(pool_layer)
         pool_index = np.concatenate(pool_index)
-        chosen = _lowest(pool_values, min(total, pool_values.size))
+        chosen = _lowest(pool_values, total)
         for layer in prunable:
             removed[layer] = pool_index[chosen][pool_layer[chosen] == layer]
+        if chosen.size:
+            metadata["threshold"] = float(pool_values[chosen].max())
     keep = {layer: np.setdiff1d(np.arange(sizes[layer]), removed[layer]) for layer in layers}
     return PruningPlan(keep=keep, n_neurons=sizes, criterion=scores.attrs.get("criterion"),
-                       sparsity=float(sparsity), allocation=allocation,
-                       metadata={"protected_layers": sorted(protected),
-                                 "min_keep": int(min_keep)})
+                       sparsity=float(sparsity), allocation=allocation, metadata=metadata)

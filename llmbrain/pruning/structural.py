@@ -24,9 +24,10 @@ from transformers.pytorch_utils import Conv1D
 
 from ..interventions import _layer_vectors
 from ..models.adapters import ArchitectureAdapter, get_adapter
+from ..models.layerwise import LayerwiseRunner
 from .plan import PruningPlan
 
-__all__ = ["prune_model", "resize_mlps"]
+__all__ = ["prune_layer", "prune_model", "record_config", "remember_widths", "resize_mlps"]
 
 _INTERMEDIATE_ATTR = {"gpt2": "n_inner", "opt": "ffn_dim"}
 CONFIG_KEY = "llmbrain_pruning"
@@ -60,29 +61,70 @@ def _slice_up(module: nn.Module, keep: torch.Tensor, n: int, adapter: Architectu
     return new
 
 
-def _slice_down(module: nn.Module, keep: torch.Tensor, removed: torch.Tensor,
-                mean: np.ndarray | None, adapter: ArchitectureAdapter):
-    weight = module.weight
-    n_out = weight.shape[1] if adapter.conv1d else weight.shape[0]
-    has_bias = module.bias is not None or mean is not None
+def _slice_down(module: nn.Module, keep: torch.Tensor, adapter: ArchitectureAdapter,
+                weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+    """The output projection restricted to the kept neurons.
+
+    ``weight`` (hidden, kept), when given, replaces the kept columns (a
+    compensated weight); ``bias`` (hidden,) is added to the module's bias (one
+    is created when the module has none).
+    """
+    old = module.weight
+    n_out = old.shape[1] if adapter.conv1d else old.shape[0]
+    has_bias = module.bias is not None or bias is not None
     new = _projection(module, keep.numel(), n_out, has_bias, adapter.conv1d)
     with torch.no_grad():
-        new.weight.copy_(weight[keep] if adapter.conv1d else weight[:, keep])
+        if weight is None:
+            weight = old[keep].T if adapter.conv1d else old[:, keep]
+        new.weight.copy_(weight.T if adapter.conv1d else weight)
         if has_bias:
-            bias = torch.zeros(n_out, dtype=torch.float64, device=weight.device)
+            total = torch.zeros(n_out, dtype=torch.float64, device=old.device)
             if module.bias is not None:
-                bias += module.bias.to(torch.float64)
-            if mean is not None and removed.numel():
-                columns = weight[removed].T if adapter.conv1d else weight[:, removed]
-                values = torch.as_tensor(mean[removed.cpu().numpy()], dtype=torch.float64,
-                                         device=weight.device)
-                bias += columns.to(torch.float64) @ values
-            new.bias.copy_(bias.to(weight.dtype))
+                total += module.bias.to(torch.float64)
+            if bias is not None:
+                total += bias.to(total.device, torch.float64)
+            new.bias.copy_(total.to(old.dtype))
     return new
 
 
-def _record_config(model: nn.Module, adapter: ArchitectureAdapter, down_bias_layers) -> None:
+def prune_layer(model: nn.Module, layer: int, keep, *, weight: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> bool:
+    """Remove the neurons of one MLP layer that ``keep`` leaves out, in place.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+    layer : int
+    keep : array-like of int
+        Sorted indices of the neurons kept.
+    weight : torch.Tensor of shape (hidden, n_kept), optional
+        New output-projection columns of the kept neurons (compensation that
+        rewrites them); default: the current columns.
+    bias : torch.Tensor of shape (hidden,), optional
+        Added to the output projection's bias (created if absent).
+
+    Returns
+    -------
+    bool
+        Whether a bias was created on an output projection that had none.
+    """
+    adapter = get_adapter(model)
+    n = adapter.n_neurons(model, layer)
+    device = adapter.down_weight(model, layer).device
+    keep = torch.as_tensor(np.asarray(keep), dtype=torch.long, device=device)
+    mlp = adapter.mlp_module(model, layer)
+    for name in adapter.up:
+        setattr(mlp, name, _slice_up(getattr(mlp, name), keep, n, adapter))
+    down = getattr(mlp, adapter.down)
+    created = bias is not None and down.bias is None
+    setattr(mlp, adapter.down, _slice_down(down, keep, adapter, weight, bias))
+    return created
+
+
+def record_config(model: nn.Module, down_bias_layers=()) -> None:
+    """Write the current MLP widths (and the layers given a down bias) to the config."""
     config = model.config
+    adapter = get_adapter(model)
     sizes = adapter.neurons_per_layer(model)
     info = dict(getattr(config, CONFIG_KEY, None) or {})
     info["neurons_per_layer"] = sizes
@@ -94,7 +136,7 @@ def _record_config(model: nn.Module, adapter: ArchitectureAdapter, down_bias_lay
 
 
 def prune_model(model: nn.Module, plan: PruningPlan, bias_compensation=None, *,
-                progress: bool = False) -> nn.Module:
+                calibration=None, batch_size: int = 8, progress: bool = False) -> nn.Module:
     """Remove the neurons a plan drops, in place, shrinking the weights.
 
     Parameters
@@ -102,11 +144,24 @@ def prune_model(model: nn.Module, plan: PruningPlan, bias_compensation=None, *,
     model : transformers.PreTrainedModel
     plan : PruningPlan
         Checked against ``model`` before any weight changes.
-    bias_compensation : CalibrationStats, xarray.DataArray or dict, optional
-        Mean input of every neuron (e.g. :class:`CalibrationStats` of a
-        calibration corpus). When given, each removed neuron's mean
-        contribution ``W_down[:, removed] @ mean[removed]`` is added to the
-        output projection's bias (created if the model has none), as in FLAP.
+    bias_compensation : None, "progressive", CalibrationStats, xarray.DataArray or dict
+        Add each removed neuron's mean contribution ``W_down[:, removed] @
+        mean[removed]`` to the output projection's bias (created if the model
+        has none), as FLAP does. The means are
+
+        * given (statistics of the dense model, e.g. :class:`CalibrationStats`
+          or a ``(layer, neuron)`` DataArray of means): every layer is
+          compensated with the dense model's means;
+        * ``"progressive"``: measured on the model as it is being pruned, over
+          the ``calibration`` tokens: layer ``l``'s means are taken after
+          layers ``0..l-1`` were pruned and compensated, so each bias corrects
+          what the layer really receives in the pruned model (the published
+          network-pruning recipe takes its means on the pruned model too).
+    calibration : TokenWindows or 2-D integer array, optional
+        Calibration windows of equal length for ``bias_compensation=
+        "progressive"`` (e.g. :func:`llmbrain.corpus.tokenize_windows`).
+    batch_size : int, default=8
+        Windows per layer call with ``"progressive"``.
     progress : bool, default=False
         Show a tqdm bar over layers.
 
@@ -118,39 +173,83 @@ def prune_model(model: nn.Module, plan: PruningPlan, bias_compensation=None, *,
     Raises
     ------
     ValueError
-        If the plan or the means do not fit the model; the model is then
-        unchanged.
+        If the plan, the means or the calibration windows do not fit the
+        model; the model is then unchanged.
     """
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"plan must be a PruningPlan (see make_plan), not {type(plan).__name__}.")
     adapter = get_adapter(model)
     plan.validate(model)
-    means = None
-    if bias_compensation is not None:
+    progressive = isinstance(bias_compensation, str)
+    if progressive and bias_compensation != "progressive":
+        raise ValueError(f"bias_compensation={bias_compensation!r} is not understood: give "
+                         "'progressive' or the means (e.g. calibration statistics).")
+    means, runner = None, None
+    if progressive:
+        runner = _calibration_runner(model, calibration, batch_size)
+    elif bias_compensation is not None:
         means = _layer_vectors(bias_compensation, model, plan.layers, "bias_compensation")
-    sizes = adapter.neurons_per_layer(model)
-    info = getattr(model.config, CONFIG_KEY, None)
-    if not info:  # remember the widths before the first pruning
-        setattr(model.config, CONFIG_KEY, {"original_neurons_per_layer": sizes})
+    remember_widths(model)
+    pruned = [layer for layer in plan.layers if plan.keep[layer].size < plan.n_neurons[layer]]
+    last = max(pruned, default=-1)
     biased = []
-    for layer in tqdm(plan.layers, desc="pruning", unit="layer", disable=not progress):
-        n = sizes[layer]
-        keep_np = plan.keep[layer]
-        mean = None if means is None else means[layer]
-        if keep_np.size == n:
-            continue
-        device = adapter.down_weight(model, layer).device
-        keep = torch.as_tensor(keep_np, dtype=torch.long, device=device)
-        removed = torch.as_tensor(plan.removed(layer), dtype=torch.long, device=device)
-        mlp = adapter.mlp_module(model, layer)
-        for name in adapter.up:
-            setattr(mlp, name, _slice_up(getattr(mlp, name), keep, n, adapter))
-        down = getattr(mlp, adapter.down)
-        if mean is not None and down.bias is None:
-            biased.append(layer)
-        setattr(mlp, adapter.down, _slice_down(down, keep, removed, mean, adapter))
-    _record_config(model, adapter, biased)
+    bar = tqdm(total=len(pruned), desc="pruning", unit="layer", disable=not progress)
+    for layer in range(last + 1):
+        if layer in pruned:
+            removed = plan.removed(layer)
+            down = adapter.down_weight(model, layer).detach()
+            mean = None
+            if runner is not None:
+                mean = _down_input_mean(model, runner, layer)[removed]
+            elif means is not None:
+                mean = torch.as_tensor(means[layer][removed], dtype=torch.float64)
+            bias = None
+            if mean is not None:
+                bias = down[:, removed].to(torch.float64) @ mean.to(down.device, torch.float64)
+            if prune_layer(model, layer, plan.keep[layer], bias=bias):
+                biased.append(layer)
+            bar.update()
+        if runner is not None and layer < last:
+            runner.run(layer)
+    bar.close()
+    record_config(model, biased)
     return model
+
+
+def _calibration_runner(model: nn.Module, calibration, batch_size: int) -> LayerwiseRunner:
+    ids = getattr(calibration, "input_ids", calibration)  # TokenWindows or an array
+    if ids is None:
+        raise ValueError("bias_compensation='progressive' measures the means on calibration "
+                         "text: pass calibration=tokenize_windows(texts, tokenizer, 256).")
+    ids = torch.as_tensor(np.asarray(ids))
+    if ids.ndim != 2 or ids.dtype.is_floating_point:
+        raise ValueError("calibration must be windows of token ids of equal length (a 2-D "
+                         f"integer array or TokenWindows), not an array of shape {tuple(ids.shape)}.")
+    return LayerwiseRunner(model, ids, batch_size=batch_size)
+
+
+def _down_input_mean(model: nn.Module, runner: LayerwiseRunner, layer: int) -> torch.Tensor:
+    """Mean input of ``layer``'s output projection over the runner's tokens (float64)."""
+    total = {}
+
+    def hook(_module, args):
+        x = args[0].reshape(-1, args[0].shape[-1]).to(torch.float64)
+        total["sum"] = x.sum(0) + total.get("sum", 0)
+        total["n"] = x.shape[0] + total.get("n", 0)
+
+    handle = get_adapter(model).down_proj(model, layer).register_forward_pre_hook(hook)
+    try:
+        runner.run(layer, update=False)
+    finally:
+        handle.remove()
+    return (total["sum"] / total["n"]).cpu()
+
+
+def remember_widths(model: nn.Module) -> None:
+    """Record the MLP widths before the first pruning in ``model.config``."""
+    if not getattr(model.config, CONFIG_KEY, None):
+        setattr(model.config, CONFIG_KEY,
+                {"original_neurons_per_layer": get_adapter(model).neurons_per_layer(model)})
 
 
 def resize_mlps(model: nn.Module, neurons_per_layer, down_bias_layers=()) -> nn.Module:
