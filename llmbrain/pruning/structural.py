@@ -28,7 +28,6 @@ from .plan import PruningPlan
 
 __all__ = ["prune_model", "resize_mlps"]
 
-_INTERMEDIATE_ATTR = {"gpt2": "n_inner", "opt": "ffn_dim"}
 CONFIG_KEY = "llmbrain_pruning"
 
 
@@ -90,7 +89,7 @@ def _record_config(model: nn.Module, adapter: ArchitectureAdapter, down_bias_lay
     info["down_bias_layers"] = biased
     setattr(config, CONFIG_KEY, info)
     if len(set(sizes)) == 1:
-        setattr(config, _INTERMEDIATE_ATTR.get(config.model_type, "intermediate_size"), sizes[0])
+        setattr(config, adapter.width_attr, sizes[0])
 
 
 def prune_model(model: nn.Module, plan: PruningPlan, bias_compensation=None, *,
