@@ -232,8 +232,8 @@ def _weight_sample(model, per_tensor: int = 256) -> str:
         if param.is_meta or param.numel() == 0:
             continue
         flat = param.detach().reshape(-1)
-        index = torch.linspace(0, flat.numel() - 1, min(per_tensor, flat.numel()),
-                               device=flat.device).long()
+        n = min(per_tensor, flat.numel())
+        index = torch.arange(n, device=flat.device) * (flat.numel() - 1) // max(n - 1, 1)
         digest.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
         digest.update(flat[index].float().cpu().numpy().tobytes())
     return digest.hexdigest()
