@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import warnings
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -19,10 +17,9 @@ from ..corpus import TokenWindows, load_corpus, tokenize_windows
 from ..models.adapters import get_adapter
 from ..models.loading import model_fingerprint
 from .hooks import HOOK_POINTS, MLP_HOOKS, attach_hooks
+from ._resume import check_disk, plan_store
 from .sinks import ActivationSink, MemorySink, RecordingLayout, ZarrSink
-from .store import (IDENTITY_KEYS, DamagedStoreError, create_store, find_damage,
-                    layout_coords, open_activations, read_progress, store_attrs,
-                    write_progress)
+from .store import create_store, layout_coords, open_activations
 
 __all__ = ["record"]
 
@@ -95,23 +92,6 @@ def _token_texts(tokenizer, ids: np.ndarray) -> np.ndarray:
     return texts[inverse].astype(str)
 
 
-def _check_disk(path: Path, n_bytes: int) -> None:
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{path.name}.write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise PermissionError(f"Cannot write the store at {path}: {err}. Choose a writable "
-                              "folder.") from err
-    free = shutil.disk_usage(parent).free
-    if n_bytes > free:
-        raise OSError(f"The store at {path} needs {n_bytes / 1e9:.2f} GB more but the disk has "
-                      f"only {free / 1e9:.2f} GB free: free some space, record fewer tokens "
-                      "(max_tokens) or layers, or use dtype='float16'.")
-
-
 def _check_finite(block: torch.Tensor, hooks, layers, dtype: str, first_token: int) -> None:
     """Refuse a batch holding inf or NaN: they are never stored."""
     low, high = torch.aminmax(block)
@@ -129,18 +109,6 @@ def _check_finite(block: torch.Tensor, hooks, layers, dtype: str, first_token: i
     raise ValueError(f"The model produced inf or NaN activations at {where} (tokens from "
                      f"{first_token}); nothing of this batch was written. Check the model "
                      "weights and their dtype.")
-
-
-@dataclass
-class _StorePlan:
-    """Where and what to record into a store on disk."""
-
-    path: Path                      # folder the chunks go to
-    new: bool = True                # create it first
-    done: int = 0                   # windows counted as recorded
-    repair: list = field(default_factory=list)   # first windows of batches to record again
-    complete: bool = False
-    batch_windows: int | None = None
 
 
 def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook="mlp",
@@ -281,7 +249,7 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
         return _run(model, adapter, windows.input_ids, starts,
                     RecordingLayout(batch_windows=int(batch_size), **layout), sink, progress)
     with output_lock(path, "recording into"):
-        plan = _plan_store(path, attrs, len(windows), resume=resume, overwrite=overwrite,
+        plan = plan_store(path, attrs, len(windows), resume=resume, overwrite=overwrite,
                            verify=verify)
         if plan.complete and not plan.repair:
             if plan.path != path:  # a replacement finished before it could take its place
@@ -291,7 +259,7 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
         starts = plan.repair + list(range(plan.done, len(windows), batch))
         row_bytes = windows.window_length * batch * len(hooks) * len(layers) * len(neurons) \
             * np.dtype(dtype).itemsize
-        _check_disk(plan.path, len(starts) * row_bytes)
+        check_disk(plan.path, len(starts) * row_bytes)
         if plan.new:
             if plan.path.exists():  # an empty folder, or our own unfinished replacement
                 shutil.rmtree(plan.path)
@@ -303,65 +271,6 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
         if plan.path != path:
             replace_folder(plan.path, path)
     return open_activations(path)
-
-
-def _plan_store(path: Path, attrs: dict, n_windows: int, *, resume: bool, overwrite: bool,
-                verify: bool) -> _StorePlan:
-    """What to record into the store at ``path``: all of it, what is missing, or nothing."""
-    ours = output_kind(path) == "activations"
-    if overwrite and ours:  # record beside it; it is replaced once the new one is complete
-        work = path.parent / f".{path.name}.replacement"
-        return _existing(work, attrs, n_windows, resume=True, verify=verify, replace=True)
-    if not ours:  # absent, or an empty folder
-        return _StorePlan(path)
-    return _existing(path, attrs, n_windows, resume=resume, verify=verify, replace=False)
-
-
-def _existing(path: Path, attrs: dict, n_windows: int, *, resume: bool, verify: bool,
-              replace: bool) -> _StorePlan:
-    if output_kind(path) != "activations":
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise FileExistsError(f"{path} is in the way of the new store: remove it.")
-        return _StorePlan(path)
-    existing = store_attrs(path)
-    differences = [f"{key}: store has {existing.get(key)!r}, this recording {attrs.get(key)!r}"
-                   for key in IDENTITY_KEYS if existing.get(key) != attrs.get(key)]
-    if differences:
-        if replace:  # an unfinished replacement of other settings: start it again
-            return _StorePlan(path)
-        raise FileExistsError(
-            f"The store {path} was recorded with other settings, so this recording cannot "
-            f"continue it ({'; '.join(differences)}). Choose another path, or pass "
-            "overwrite=True to replace it.")
-    batch = int(existing["batch_windows"])
-    window = int(existing["window_length"])
-    try:
-        progress = read_progress(path)
-    except (DamagedStoreError, FileNotFoundError):
-        progress = _recover_progress(path, n_windows, batch)
-    done, complete = int(progress["windows_written"]), bool(progress["complete"])
-    if not complete and not resume:
-        raise FileExistsError(f"{path} holds an interrupted recording. Pass resume=True to "
-                              "continue it or overwrite=True to start again.")
-    damage = find_damage(path, -(-done * window // (batch * window)), checksums=verify)
-    if damage:
-        warnings.warn(f"{path}: {sum(map(len, damage.values()))} chunk(s) were missing, cut "
-                      "short or altered; they are recorded again.", stacklevel=3)
-    return _StorePlan(path, new=False, done=done, complete=complete,
-                      repair=[row * batch for row in sorted(damage)], batch_windows=batch)
-
-
-def _recover_progress(path: Path, n_windows: int, batch: int) -> dict:
-    """Rebuild a damaged progress record from the chunks that check out."""
-    rows = -(-n_windows // batch)
-    damage = find_damage(path, rows, checksums=True)
-    good = min(damage) if damage else rows
-    done = min(good * batch, n_windows)
-    write_progress(path, done, complete=done == n_windows)
-    warnings.warn(f"The progress record of {path} was damaged; {done} windows whose chunks "
-                  "match their checksums are kept and the recording continues from there.",
-                  stacklevel=4)
-    return read_progress(path)
 
 
 def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: ActivationSink,
@@ -386,10 +295,10 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
         if state["left"] == 0:
             raise _StopForward
 
+    sink.start(layout)
     handles = []
     for h, hook in enumerate(layout.hooks):
         handles += attach_hooks(model, adapter, layout.layers, hook, partial(receive, h))
-    sink.start(layout)
     n_tokens = sum(min(layout.batch_windows, layout.n_windows - s) for s in starts) * window
     bar = tqdm(total=n_tokens, unit="tok", desc="Recording", disable=not progress, smoothing=0.1)
     try:

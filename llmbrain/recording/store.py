@@ -215,7 +215,7 @@ def find_damage(path: Path, n_chunk_rows: int, *, checksums: bool = False) -> di
     path = Path(path)
     array = zarr.open_array(path / "activations", mode="r")
     size = _chunk_bytes(array)
-    others = [index for index in np.ndindex(*array.cdata_shape[1:])]
+    others = list(np.ndindex(*array.cdata_shape[1:]))
     recorded = None  # stores of earlier versions have no checksums: sizes only
     if checksums and (path / _CHECKSUMS).is_file():
         raw = np.frombuffer((path / _CHECKSUMS).read_bytes(), dtype="<u4")
@@ -242,10 +242,9 @@ def find_damage(path: Path, n_chunk_rows: int, *, checksums: bool = False) -> di
 
 
 def describe_damage(path: Path, damage: dict) -> str:
+    """One message naming the damaged chunks (the first few) and the remedy."""
     items = [(index, reason) for row in sorted(damage) for index, reason in damage[row]]
-    shown = []
-    for index, reason in items[:4]:
-        shown.append(f"chunk {'/'.join(map(str, index))} ({reason})")
+    shown = [f"chunk {'/'.join(map(str, index))} ({reason})" for index, reason in items[:4]]
     more = f" and {len(items) - 4} more" if len(items) > 4 else ""
     return (f"The store {path} is damaged: {len(items)} chunk(s) are missing, cut short or "
             f"altered since they were recorded: {', '.join(shown)}{more}. {_RESUME}")
