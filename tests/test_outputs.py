@@ -70,7 +70,8 @@ def test_verbs_never_replace_a_folder_that_is_not_theirs(store, model_folder, tm
     mine = _user_folder(tmp_path / "mine")
     calls = [["volumes", str(store)], ["networks", str(store), "--n-components", "2"],
              ["prune", "--model", str(model_folder), "--criterion", "magnitude"],
-             ["record", "--model", str(model_folder), "--window", "32"]]
+             ["record", "--model", str(model_folder), "--window", "32"],
+             ["run", "--model", str(model_folder)]]
     for call in calls:
         for extra in ([], ["--overwrite"]):
             assert main([*call, "--out", str(mine), *extra]) == 1, call

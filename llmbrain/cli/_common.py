@@ -14,7 +14,8 @@ _FLAGS = [
     (re.compile(r"\b(text_field|encoding|layers|window|batch_size)=(\.\.\.|\w+)"),
      lambda m: f"--{m[1].replace('_', '-')} {m[2]}"),
     (re.compile(r"\bwindow_length=(\d+)"), r"--window \1"),
-    (re.compile(r"\bmax_tokens\b(=\w+)?"), lambda m: f"--max-tokens{(' ' + m[1][1:]) if m[1] else ''}"),
+    (re.compile(r"\bmax_tokens=(\w+)"), r"--max-tokens \1"),
+    (re.compile(r"\bmax_tokens\b"), "--max-tokens"),
 ]
 
 

@@ -150,8 +150,10 @@ class ArchitectureAdapter:
                 fail(f"{what} must name one attribute (no dots), got {name!r}.")
         expected = 1 if (self.fused_gate_up or not self.gated) else 2
         if len(self.up) != expected:
-            fail(f"{'a fused gate/up MLP' if self.fused_gate_up else 'a gated MLP' if self.gated else 'an MLP that is not gated'} "
-                 f"has {expected} input projection(s) in up, got {len(self.up)}: {self.up}.")
+            what = ("a fused gate/up MLP" if self.fused_gate_up else
+                    "a gated MLP" if self.gated else "an MLP that is not gated")
+            fail(f"{what} has {expected} input projection(s) in up, got {len(self.up)}: "
+                 f"{self.up}.")
         if self.fused_gate_up and not self.gated:
             fail("fused_gate_up=True needs gated=True.")
 
@@ -165,14 +167,13 @@ class ArchitectureAdapter:
             mixture of experts.
         """
         kind = type(model).__name__
-        experts = {a: getattr(model.config, a) for a in _EXPERT_ATTRS
-                   if isinstance(getattr(getattr(model, "config", None), a, None), int)
-                   and getattr(model.config, a) > 1}
+        config = getattr(model, "config", None)
+        experts = [(a, getattr(config, a, None)) for a in _EXPERT_ATTRS]
+        experts = [(a, n) for a, n in experts if isinstance(n, int) and n > 1]
         if experts:
-            attr, n = next(iter(experts.items()))
-            raise ValueError(f"{kind} has mixture-of-experts MLPs (config.{attr}={n}); llmbrain "
-                             "records, ablates and prunes one dense MLP per layer and does not "
-                             "support expert MLPs.")
+            raise ValueError(f"{kind} has mixture-of-experts MLPs (config.{experts[0][0]}="
+                             f"{experts[0][1]}); llmbrain records, ablates and prunes one dense "
+                             "MLP per layer and does not support expert MLPs.")
 
         def fail(message):
             raise ValueError(f"The adapter {self.name!r} does not fit this {kind}: {message}. "

@@ -63,10 +63,10 @@ def _check_hooks(hook) -> tuple[str, ...]:
                          f"{', '.join(HOOK_POINTS)}.")
     if len(set(hooks)) != len(hooks):
         raise ValueError(f"hook {list(hooks)} names a hook point twice.")
-    if len(hooks) > 1 and not set(hooks) <= set(MLP_HOOKS):
+    others = sorted(set(hooks) - set(MLP_HOOKS))
+    if len(hooks) > 1 and others:
         raise ValueError(f"Hooks recorded together must have the same width: combine only the "
-                         f"MLP hooks {', '.join(MLP_HOOKS)}; record {sorted(set(hooks) - set(MLP_HOOKS))} "
-                         "alone.")
+                         f"MLP hooks {', '.join(MLP_HOOKS)}; record {others} alone.")
     return hooks
 
 
