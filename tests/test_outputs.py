@@ -123,17 +123,19 @@ def test_record_overwrite_replaces_a_store_only_once_the_new_one_is_complete(
     assert [p.name for p in store.parent.iterdir() if p.name.startswith(".")] == []
 
 
-_SLOW_RECORD = """
-import sys, time
+_HELD_RECORD = """
+import os, sys, time
 import llmbrain.recording.sinks as sinks
 write = sinks.ZarrSink.write
-def slow(self, *args):
+def held(self, *args):  # the first batch waits until the test lets it go
     open(sys.argv[1], "w").close()
-    time.sleep(0.3)
+    deadline = time.time() + 300
+    while not os.path.exists(sys.argv[2]) and time.time() < deadline:
+        time.sleep(0.05)
     return write(self, *args)
-sinks.ZarrSink.write = slow
+sinks.ZarrSink.write = held
 from llmbrain.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
@@ -142,12 +144,12 @@ def _env():
 
 
 def test_two_recordings_into_one_store(model_folder, corpus_file, tmp_path, llama, tokenizer):
-    store, started = tmp_path / "acts.zarr", tmp_path / "started"
+    store, started, release = tmp_path / "acts.zarr", tmp_path / "started", tmp_path / "go"
     args = ["record", "--model", str(model_folder), "--corpus", str(corpus_file), "--out",
             str(store), "--window", "32", "--batch-size", "2"]
-    first = subprocess.Popen([sys.executable, "-c", _SLOW_RECORD, str(started), *args],
-                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    first = subprocess.Popen([sys.executable, "-c", _HELD_RECORD, str(started), str(release),
+                              *args], env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
         while not started.exists():
@@ -156,6 +158,7 @@ def test_two_recordings_into_one_store(model_folder, corpus_file, tmp_path, llam
             time.sleep(0.05)
         second = subprocess.run([sys.executable, "-m", "llmbrain", *args], env=_env(),
                                 capture_output=True, text=True, timeout=120)
+        release.touch()
         out, err = first.communicate(timeout=300)
     finally:
         first.kill()
