@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_folder", "atomic_write"]
+__all__ = ["atomic_folder", "atomic_write", "replace_folder"]
 
 
 def _umask() -> int:
@@ -40,16 +40,24 @@ def atomic_folder(folder, *, overwrite: bool = True):
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes private folders
         yield tmp
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-            os.replace(folder, old / folder.name)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_folder(new, folder) -> Path:
+    """Put the complete folder ``new`` in the place of ``folder`` (removed, if it
+    exists, only once ``new`` is in place)."""
+    new, folder = Path(new), Path(folder)
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+        os.replace(folder, old / folder.name)
+        os.replace(new, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, folder)
+    return folder
 
 
 def atomic_write(path, data: bytes | str) -> Path:

@@ -11,6 +11,7 @@ position.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from dataclasses import dataclass
@@ -31,25 +32,41 @@ def _default_documents() -> list[str]:
     return [topics[key] for key in sorted(topics)]
 
 
-def _read_jsonl(path: Path, field: str) -> list[str]:
+def _read_text(path: Path, encoding: str) -> str:
+    """The text of ``path``; a byte that is not ``encoding`` is an error that
+    names the file, line and column."""
+    data = path.read_bytes()
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - data.rfind(b"\n", 0, err.start)
+        raise ValueError(
+            f"{path} is not {encoding} text: line {line}, column {column} holds the byte "
+            f"0x{data[err.start]:02x}, which {encoding} cannot decode. Convert the file to "
+            f"{encoding} (e.g. iconv -f latin1 -t utf-8), or give its encoding with "
+            "encoding=...; a binary file is no corpus.") from None
+
+
+def _read_jsonl(path: Path, field: str, encoding: str) -> list[str]:
     documents = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({err}).") from None
-            if field not in record:
-                raise ValueError(f"{path}, line {number}: no field {field!r}; the record has "
-                                 f"{sorted(record)}. Choose one with text_field=...")
-            documents.append(str(record[field]))
+    for number, line in enumerate(_read_text(path, encoding).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({err}).") from None
+        if not isinstance(record, dict) or field not in record:
+            found = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"{path}, line {number}: no field {field!r}; the record has "
+                             f"{found}. Choose one with text_field=...")
+        documents.append(str(record[field]))
     return documents
 
 
 def load_corpus(source=DEFAULT_CORPUS, *, text_field: str = "text", split: str = "train",
-                max_documents: int | None = None) -> list[str]:
+                max_documents: int | None = None, encoding: str = "utf-8") -> list[str]:
     """Load a corpus as a list of documents.
 
     Parameters
@@ -66,6 +83,10 @@ def load_corpus(source=DEFAULT_CORPUS, *, text_field: str = "text", split: str =
         Split of a Hugging Face dataset.
     max_documents : int, optional
         Keep only the first documents.
+    encoding : str, default="utf-8"
+        Encoding of text and JSONL files. A file that does not decode is
+        refused (the message names the file, line and column), never read
+        with replaced characters.
 
     Returns
     -------
@@ -77,8 +98,15 @@ def load_corpus(source=DEFAULT_CORPUS, *, text_field: str = "text", split: str =
     FileNotFoundError
         If a path does not exist.
     ValueError
-        If the corpus holds no text.
+        If the corpus holds no text, or a file is not text in ``encoding``.
+    ModuleNotFoundError
+        If a Hugging Face dataset is asked for without the ``datasets`` package.
     """
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"Unknown text encoding {encoding!r}; use e.g. 'utf-8' or "
+                         "'latin-1'.") from None
     if isinstance(source, (list, tuple)):
         if not all(isinstance(doc, str) for doc in source):
             raise TypeError("A corpus given as a list must hold strings only.")
@@ -96,12 +124,11 @@ def load_corpus(source=DEFAULT_CORPUS, *, text_field: str = "text", split: str =
             files = sorted(path.glob("*.txt"))
             if not files:
                 raise ValueError(f"Folder {path} holds no .txt file.")
-            documents = [f.read_text(encoding="utf-8", errors="replace") for f in files]
+            documents = [_read_text(f, encoding) for f in files]
         elif path.suffix == ".jsonl":
-            documents = _read_jsonl(path, text_field)
+            documents = _read_jsonl(path, text_field, encoding)
         else:
-            text = path.read_text(encoding="utf-8", errors="replace")
-            documents = [text]
+            documents = [_read_text(path, encoding)]
     documents = [doc for doc in documents if doc.strip()]
     if max_documents is not None:
         documents = documents[:max_documents]
@@ -114,9 +141,9 @@ def load_corpus(source=DEFAULT_CORPUS, *, text_field: str = "text", split: str =
 def _load_hf_dataset(name: str, text_field: str, split: str) -> list[str]:
     try:
         import datasets
-    except ImportError as err:
-        raise ImportError("Loading a Hugging Face dataset needs the 'datasets' package: "
-                          "pip install 'llmbrain[datasets]'") from err
+    except ImportError:
+        raise ModuleNotFoundError("Loading a Hugging Face dataset (hf:NAME) needs the "
+                                  "'datasets' package: pip install 'llmbrain[datasets]'") from None
     dataset_name, _, config = name.partition(":")
     dataset = datasets.load_dataset(dataset_name, config or None, split=split)
     return [str(text) for text in dataset[text_field]]
@@ -180,7 +207,8 @@ def tokenize_windows(documents: list[str], tokenizer, window_length: int = 256, 
     window_length : int, default=256
         Tokens per window.
     max_tokens : int, optional
-        Stop once this many tokens (rounded down to whole windows) are taken.
+        Stop once this many tokens (rounded down to whole windows, at least
+        one) are taken.
     max_length : int, optional
         The model's context length; a longer window is refused.
     add_bos : bool, default=True
@@ -195,9 +223,12 @@ def tokenize_windows(documents: list[str], tokenizer, window_length: int = 256, 
     if max_length is not None and window_length > max_length:
         raise ValueError(f"window_length={window_length} is longer than the model's context "
                          f"({max_length} tokens): choose window_length <= {max_length}.")
+    if max_tokens is not None and int(max_tokens) < window_length:
+        raise ValueError(f"max_tokens={max_tokens} is less than one window of {window_length} "
+                         "tokens: take at least one window.")
     bos = tokenizer.bos_token_id if add_bos else None
     body = window_length - (bos is not None)
-    max_windows = None if max_tokens is None else max(int(max_tokens) // window_length, 0)
+    max_windows = None if max_tokens is None else int(max_tokens) // window_length
     windows, doc_index, starts = [], [], []
     for index, doc in enumerate(documents):
         ids = tokenizer(doc, add_special_tokens=False, verbose=False)["input_ids"]

@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from ._atomic import atomic_folder
+from ._outputs import write_output
 
 __all__ = ["LLMVolumes", "VolumeLayout", "from_volumes", "load_volumes", "save_volumes",
            "to_volumes"]
@@ -201,8 +201,11 @@ def from_volumes(img, layout: VolumeLayout, *, dim: str = "token",
 
 def save_volumes(volumes: LLMVolumes, folder) -> Path:
     """Write ``img.nii.gz``, ``mask.nii.gz``, ``labels.nii.gz`` and
-    ``layout.json`` into ``folder`` (atomically: the folder appears whole)."""
-    with atomic_folder(folder) as tmp:
+    ``layout.json`` into ``folder`` (atomically: the folder appears whole).
+
+    An existing volumes folder is replaced; any other existing folder is
+    refused (``FileExistsError``)."""
+    with write_output(folder, "volumes", overwrite=True) as tmp:
         nib.save(volumes.img, tmp / "img.nii.gz")
         nib.save(volumes.mask_img, tmp / "mask.nii.gz")
         nib.save(volumes.labels_img, tmp / "labels.nii.gz")

@@ -53,3 +53,40 @@ def test_window_errors(tokenizer, texts):
     with pytest.raises(ValueError, match="shorter window_length"):
         tokenize_windows(["tiny"], tokenizer, 64)
     assert tokenize_windows(texts, tokenizer, 16, max_tokens=40).n_tokens == 32
+
+
+def test_text_that_is_not_utf8_is_refused_with_file_and_line(tmp_path):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("Première ligne\nDeuxième: café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.txt is not utf-8 text: line 1, column 6 .*0xe8"):
+        load_corpus(latin)
+    assert load_corpus(latin, encoding="latin-1") == ["Première ligne\nDeuxième: café\n"]
+    noise = tmp_path / "noise.txt"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match="noise.txt is not utf-8 text"):
+        load_corpus(noise)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "a.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(ValueError, match="a.txt is not utf-8"):
+        load_corpus(tmp_path / "folder")
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl is not utf-8 text: line 2"):
+        load_corpus(jsonl)
+    with pytest.raises(ValueError, match="Unknown text encoding"):
+        load_corpus(latin, encoding="klingon")
+
+
+def test_hf_corpus_without_datasets_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if not installed
+    with pytest.raises(ModuleNotFoundError, match="pip install 'llmbrain\\[datasets\\]'"):
+        load_corpus("hf:wikitext:wikitext-2-raw-v1")
+
+
+def test_max_tokens_below_one_window_is_refused(tokenizer, texts):
+    with pytest.raises(ValueError, match="less than one window"):
+        tokenize_windows(texts, tokenizer, 32, max_tokens=0)
+    with pytest.raises(ValueError, match="less than one window"):
+        tokenize_windows(texts, tokenizer, 32, max_tokens=31)

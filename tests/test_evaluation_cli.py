@@ -64,3 +64,34 @@ def test_pruned_folder_is_loaded_with_its_widths(tmp_path):
     assert get_adapter(loaded).neurons_per_layer(loaded) == \
         get_adapter(model).neurons_per_layer(model)
     assert loaded_tokenizer.pad_token is not None
+
+
+def test_evaluate_a_model_without_adapter(tmp_path, data):
+    from test_adapters import _starcoder2
+
+    folder = tmp_path / "starcoder2"
+    _starcoder2().save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    out = tmp_path / "results.csv"
+    assert main(["evaluate", str(folder), "--wikitext", str(data / "wiki.txt"), "--window", "32",
+                 "--efficiency", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert set(table["metric"]) == {"perplexity", "n_params", "weight_bytes", "tokens_per_s",
+                                    "seconds_per_batch"}
+
+
+def test_results_measured_before_an_error_are_kept(tmp_path, data, monkeypatch, capsys):
+    import llmbrain.evaluation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the timer broke")
+
+    monkeypatch.setattr(llmbrain.evaluation, "measure_efficiency", broken)
+    folder = tmp_path / "model"
+    tiny_model("llama").save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    out = tmp_path / "results.csv"
+    assert main(["evaluate", str(folder), "--wikitext", str(data / "wiki.txt"), "--window", "32",
+                 "--efficiency", "--out", str(out)]) == 1
+    assert "the timer broke" in capsys.readouterr().err
+    assert pd.read_csv(out)["metric"].tolist() == ["perplexity"]

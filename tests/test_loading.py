@@ -35,8 +35,19 @@ def test_cache_dir_honours_environment(monkeypatch, tmp_path):
 def test_fingerprint_tells_models_apart(llama):
     from llmbrain._testing import tiny_model
 
-    assert model_fingerprint(llama) == model_fingerprint(tiny_model("llama", seed=1))
+    assert model_fingerprint(llama) == model_fingerprint(tiny_model("llama", seed=0))
     assert model_fingerprint(llama) != model_fingerprint(tiny_model("llama", intermediate_size=64))
+
+
+def test_fingerprint_covers_the_weights():
+    from llmbrain._testing import tiny_model
+
+    model = tiny_model("llama")
+    before = model_fingerprint(model)
+    assert before != model_fingerprint(tiny_model("llama", seed=1))
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight.mul_(1.01)  # a fine-tune of one matrix
+    assert model_fingerprint(model) != before
 
 
 @pytest.mark.integration
@@ -66,3 +77,44 @@ def test_pruned_folder_with_uneven_layers_loads(tmp_path, tokenizer):
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+
+
+def test_damaged_gguf_is_a_clear_error(tmp_path):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(b"GGUF\x03\x00\x00\x00\x01\x02")  # a header cut short
+    with pytest.raises(ValueError, match="Could not read the GGUF file .*cut.gguf.*damaged"):
+        load_model(cut, use_cache=False)
+
+
+def test_unavailable_device_is_refused_before_loading(tmp_path, monkeypatch):
+    from llmbrain.models import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda' is not available.*'cpu'"):
+        load_model(tmp_path / "absent", device="cuda")  # refused before the path is looked at
+    with pytest.raises(ValueError, match="no torch device"):
+        check_device("gpu")
+    assert check_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_damaged_weights_are_a_clear_error(pruned, tmp_path, llama, tokenizer):
+    import numpy as np
+
+    from llmbrain.pruning import PruningPlan, prune_model, save_pruned
+
+    folder = tmp_path / "m"
+    if pruned:
+        from llmbrain._testing import tiny_model
+
+        model = tiny_model("llama")
+        keep = {0: np.arange(10), 1: np.arange(20), 2: np.arange(30)}
+        prune_model(model, PruningPlan(keep=keep, n_neurons={l: 48 for l in keep}))
+        save_pruned(model, tokenizer, folder)
+    else:
+        llama.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="damaged or cut short"):
+        load_model(folder)

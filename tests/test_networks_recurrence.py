@@ -163,6 +163,7 @@ def test_cli_networks(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "key neurons per layer" in printed and "union" in printed
     assert isinstance(load_networks(out), NetworkRecurrence)
-    code = main(["networks", str(store), "--n-components", "500", "--out", str(out), "--quiet"])
+    code = main(["networks", str(store), "--n-components", "500", "--out", str(out), "--quiet",
+                 "--overwrite"])
     assert code == 1
     assert "n_components=500 exceeds" in capsys.readouterr().err

@@ -1,8 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
-import llmbrain.recording.recorder as recorder_module
+import llmbrain.recording.sinks as sinks_module
 from llmbrain import open_activations, record
 from llmbrain._testing import TINY_ARCHITECTURES, tiny_model
 from llmbrain.models import get_adapter
@@ -110,7 +113,7 @@ def test_interrupted_recording_resumes_and_loses_nothing(llama, tokenizer, texts
     reference = record(llama, tokenizer, texts, tmp_path / "ref.zarr", window=32, batch_size=2,
                        progress=False)
     path = tmp_path / "crash.zarr"
-    original = recorder_module._Writer.submit
+    original = sinks_module.ZarrSink.write
     calls = {"n": 0}
 
     def crash_on_third(self, *args):
@@ -119,7 +122,7 @@ def test_interrupted_recording_resumes_and_loses_nothing(llama, tokenizer, texts
             raise KeyboardInterrupt
         return original(self, *args)
 
-    monkeypatch.setattr(recorder_module._Writer, "submit", crash_on_third)
+    monkeypatch.setattr(sinks_module.ZarrSink, "write", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         record(llama, tokenizer, texts, path, window=32, batch_size=2, progress=False)
     monkeypatch.undo()
@@ -157,8 +160,11 @@ def test_complete_store_is_returned_and_overwrite_replaces(llama, tokenizer, tex
 def test_not_a_store_is_refused(llama, tokenizer, texts, tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="no llmbrain activation store"):
+    with pytest.raises(FileExistsError, match="not an llmbrain output"):
         record(llama, tokenizer, texts, tmp_path / "notes", window=32, progress=False)
+    with pytest.raises(FileExistsError, match="not an llmbrain output"):
+        record(llama, tokenizer, texts, tmp_path / "notes", window=32, overwrite=True,
+               progress=False)
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
     with pytest.raises(FileNotFoundError, match="No activation store"):
         open_activations(tmp_path / "nothing.zarr")
@@ -194,3 +200,73 @@ def test_bad_parameters(llama, tokenizer, texts, tmp_path):
         record(llama, tokenizer, texts, tmp_path / "s.zarr", dtype="int8")
     with pytest.raises(ValueError, match="context"):
         record(llama, tokenizer, texts, tmp_path / "s.zarr", window=1024, progress=False)
+
+
+def test_several_hooks_in_one_pass(llama, tokenizer, texts, tmp_path):
+    kw = dict(window=32, max_tokens=96, batch_size=2, dtype="float32", progress=False)
+    both = record(llama, tokenizer, texts, tmp_path / "b.zarr", hook=("up", "act"), **kw)
+    data = both["activations"]
+    assert data.dims == ("token", "hook", "layer", "neuron")
+    assert data["hook"].values.tolist() == ["up", "act"] and both.attrs["hooks"] == ["up", "act"]
+    assert "hook" not in both.attrs
+    assert data.encoding["chunks"] == (64, 1, 1, 48)
+    open_activations(tmp_path / "b.zarr", verify=True)  # checksums hold, the short last chunk too
+    for hook in ("up", "act"):
+        alone = record(llama, tokenizer, texts, tmp_path / f"{hook}.zarr", hook=hook, **kw)
+        np.testing.assert_array_equal(data.sel(hook=hook).values, alone["activations"].values)
+        one = open_activations(tmp_path / "b.zarr", hook=hook)
+        assert one["activations"].dims == ("token", "layer", "neuron")
+        assert one.attrs["hook"] == hook and "hooks" not in one.attrs
+        np.testing.assert_array_equal(one["activations"].values, alone["activations"].values)
+    with pytest.raises(ValueError, match="holds hooks"):
+        open_activations(tmp_path / "b.zarr", hook="gate")
+    with pytest.raises(FileExistsError, match="hooks"):  # the hooks are part of the identity
+        record(llama, tokenizer, texts, tmp_path / "b.zarr", hook=("up", "gate"), **kw)
+
+
+def test_hooks_of_other_widths_are_not_combined(llama, tokenizer, texts, tmp_path):
+    with pytest.raises(ValueError, match="same width.*residual"):
+        record(llama, tokenizer, texts, tmp_path / "s.zarr", hook=("mlp", "residual"))
+    with pytest.raises(ValueError, match="twice"):
+        record(llama, tokenizer, texts, tmp_path / "s.zarr", hook=("up", "up"))
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("hook", ["mlp", ("gate", "mlp")])
+def test_recording_into_memory_equals_the_store(hook, llama, tokenizer, texts, tmp_path,
+                                                monkeypatch):
+    kw = dict(hook=hook, window=32, max_tokens=96, batch_size=2, progress=False)
+    stored = record(llama, tokenizer, texts, tmp_path / "s.zarr", **kw).load()
+    monkeypatch.chdir(tmp_path / "s.zarr")
+    memory = record(llama, tokenizer, texts, None, **kw)
+    assert sorted(p.name for p in Path(".").iterdir()) == sorted(  # nothing written
+        p.name for p in (tmp_path / "s.zarr").iterdir())
+    xr.testing.assert_identical(memory.drop_attrs(), stored.drop_attrs())
+    ignore = {"created", "llmbrain_output"}
+    assert {k: v for k, v in memory.attrs.items() if k not in ignore} == \
+        {k: v for k, v in stored.attrs.items() if k not in ignore}
+
+
+def test_a_sink_receives_every_batch_on_the_model_device(llama, tokenizer, texts):
+    from llmbrain.recording import ActivationSink
+
+    class RunningSum(ActivationSink):  # what an online estimator's partial_fit would be
+        def start(self, layout):
+            super().start(layout)
+            self.total, self.windows = 0.0, []
+
+        def write(self, block, first_window):
+            assert block.device == self.layout.device and block.dim() == 4
+            self.total += float(block.double().sum())
+            self.windows.append(first_window)
+
+        def finish(self):
+            return self.total, self.windows
+
+    total, windows = record(llama, tokenizer, texts, hook=("up", "act"), window=32,
+                            max_tokens=96, batch_size=2, dtype="float32", progress=False,
+                            sink=RunningSum())
+    memory = record(llama, tokenizer, texts, None, hook=("up", "act"), window=32,
+                    max_tokens=96, batch_size=2, dtype="float32", progress=False)
+    assert windows == [0, 2]
+    assert total == pytest.approx(float(memory["activations"].values.astype(np.float64).sum()))

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 __all__ = ["main"]
 
@@ -37,8 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(args) -> int:
+    if getattr(args, "adapter", None):
+        from ..models import load_adapter, register_adapter
+
+        register_adapter(load_adapter(args.adapter))
+    return int(args.func(args) or 0)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``llmbrain`` command."""
+    from ._common import cli_message
+
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -46,18 +57,21 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("Interrupted. A recording resumes where it stopped when run again.",
-              file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, OSError,
-            ModuleNotFoundError, RuntimeError) as err:
-        if args.verbose:
-            raise
-        print(f"llmbrain {args.verb}: error: {err}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():
+        if not args.verbose:  # warnings as one line, in the words of the command line
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"llmbrain {args.verb}: warning: {cli_message(str(message))}", file=sys.stderr)
+        try:
+            return _run(args)
+        except KeyboardInterrupt:
+            print("Interrupted. A recording resumes where it stopped when run again.",
+                  file=sys.stderr)
+            return 130
+        except (ValueError, OSError, ImportError, RuntimeError) as err:
+            if args.verbose:
+                raise
+            print(f"llmbrain {args.verb}: error: {cli_message(str(err))}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

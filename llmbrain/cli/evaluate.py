@@ -3,9 +3,10 @@ domain scores, size and speed)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-_PRUNING_KEY = "llmbrain_pruning"
+from ._common import add_adapter_argument
 
 
 def register(subparsers) -> None:
@@ -42,23 +43,17 @@ def register(subparsers) -> None:
                         help="also measure parameters, weight memory and tokens/s")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="sequences per forward pass (default: %(default)s)")
-    parser.add_argument("--out", "-o", help="CSV file for the results")
+    parser.add_argument("--out", "-o", help="CSV file for the results (written after every "
+                                            "measurement, so an error loses nothing)")
+    add_adapter_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     import pandas as pd
 
-    from ..evaluation import (
-        domain_accuracy,
-        domain_perplexity,
-        evaluate_zeroshot,
-        load_wikitext2,
-        measure_efficiency,
-        perplexity,
-        summarize_zeroshot,
-    )
-    from ..models import load_model
+    from .._atomic import atomic_write
+    from ..models import check_device, load_model
 
     if not (args.wikitext or args.zeroshot_root or args.domain_text or args.domain_mc
             or args.efficiency):
@@ -68,6 +63,12 @@ def run(args) -> int:
                         ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be a positive integer, got {value}.")
+    for flag, paths in (("--wikitext", [args.wikitext]), ("--zeroshot-root", [args.zeroshot_root]),
+                        ("--domain-text", args.domain_text), ("--domain-mc", args.domain_mc)):
+        for path in paths:
+            if path and not Path(path).expanduser().exists():
+                raise FileNotFoundError(f"{flag} {path}: no such file or folder.")
+    check_device(args.device)
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     rows = []
 
@@ -76,6 +77,31 @@ def run(args) -> int:
                      "value": value, "n": n, "stderr": stderr})
         print(f"{kind:>10} {name:<28} {metric:<16} {value:.4f}" if isinstance(value, float)
               else f"{kind:>10} {name:<28} {metric:<16} {value}")
+        if args.out:  # every result is on disk as soon as it is known
+            atomic_write(args.out, pd.DataFrame(rows).to_csv(index=False))
+
+    try:
+        _evaluate(args, model, tokenizer, add)
+    except BaseException:
+        if rows and args.out:
+            print(f"Kept the {len(rows)} rows measured before the error in {args.out}.",
+                  file=sys.stderr)
+        raise
+    if args.out:
+        print(f"Wrote {len(rows)} rows to {args.out}.")
+    return 0
+
+
+def _evaluate(args, model, tokenizer, add) -> None:
+    from ..evaluation import (
+        domain_accuracy,
+        domain_perplexity,
+        evaluate_zeroshot,
+        load_wikitext2,
+        measure_efficiency,
+        perplexity,
+        summarize_zeroshot,
+    )
 
     if args.wikitext:
         text = load_wikitext2(args.wikitext)
@@ -107,11 +133,5 @@ def run(args) -> int:
     if args.efficiency:
         for metric, value in measure_efficiency(model, tokenizer).items():
             if metric in ("n_params", "n_mlp_params", "n_neurons", "weight_bytes",
-                          "tokens_per_s", "seconds_per_batch"):
+                          "tokens_per_s", "seconds_per_batch") and value is not None:
                 add("efficiency", "forward", metric, value)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(out, index=False)
-        print(f"Wrote {len(rows)} rows to {out}.")
-    return 0

@@ -7,24 +7,34 @@ from ._common import format_bytes
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("info", help="describe an activation store",
-                                   description="Describe a store written by `llmbrain record`.")
+                                   description="Describe a store written by `llmbrain record` "
+                                               "and check that its chunks are all there; "
+                                               "exits with 1 if the store is damaged.")
     parser.add_argument("store", help="store folder")
+    parser.add_argument("--verify", action="store_true",
+                        help="also compare every chunk with its recorded checksum (reads the "
+                             "whole store)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..recording import open_activations
+    from ..recording.store import describe_damage, open_store
 
-    ds = open_activations(args.store, allow_incomplete=True)
+    ds, damage = open_store(args.store, allow_incomplete=True, verify=args.verify)
     attrs = ds.attrs
     layers = ds["layer"].values
     status = "complete" if attrs["complete"] else "INCOMPLETE (run the record command again)"
+    if damage:
+        status = "DAMAGED: " + describe_damage(args.store, damage)
+    elif args.verify:
+        status += ", every chunk matches its checksum"
+    hooks = attrs.get("hooks") or [attrs["hook"]]
     rows = [
         ("store", args.store),
         ("status", status),
         ("model", f"{attrs['model']} ({attrs['architecture']}, fingerprint "
                   f"{attrs['model_fingerprint']})"),
-        ("hook", attrs["hook"]),
+        ("hook" + ("s" if len(hooks) > 1 else ""), ", ".join(hooks)),
         ("tokens", f"{ds.sizes['token']:,} of {attrs['n_tokens_planned']:,}"),
         ("windows", f"{ds.sizes['token'] // attrs['window_length']:,} x "
                     f"{attrs['window_length']} tokens"),
@@ -39,4 +49,4 @@ def run(args) -> int:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:>{width}}  {value}")
-    return 0
+    return 1 if damage else 0

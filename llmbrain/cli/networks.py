@@ -42,12 +42,19 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", "-o", default="networks",
                         help="output folder (Zarr + NIfTI; default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing networks folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from .._outputs import check_output
+    from ..models import check_device
     from ..networks import FunctionalNetworks, NetworkRecurrence, save_networks
+
+    check_output(args.out, "networks", overwrite=args.overwrite, inputs=[args.store])
+    check_device(args.device)
 
     params = dict(n_components=args.n_components, method=args.method, backend=args.backend,
                   scope=args.scope, window=args.window, stride=args.stride, layers=args.layers,

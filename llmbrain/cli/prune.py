@@ -52,7 +52,8 @@ def register(subparsers) -> None:
                              "(auto: only with flap; default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
     parser.add_argument("--out", "-o", required=True, help="folder of the pruned model")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing pruned-model folder")
     parser.set_defaults(func=run)
 
 
@@ -81,24 +82,34 @@ def open_networks(path):
 
 
 def run(args) -> int:
-    from ..models import load_model
+    from .._outputs import check_output
+    from ..corpus import load_corpus
     from ..evaluation import count_parameters
+    from ..models import check_device, load_model
     from ..pruning import (collect_calibration_stats, make_plan, prune_model,
                            save_pruned, score_neurons)
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already exists; choose another --out or add --overwrite.")
     if args.criterion == "networks" and not args.networks:
         raise ValueError("--criterion networks needs --networks FOLDER.")
+    if not 0 <= args.sparsity < 1:
+        raise ValueError(f"--sparsity is the fraction of neurons to remove, in [0, 1); got "
+                         f"{args.sparsity}.")
+    inputs = [p for p in (args.model, args.networks, args.calibration)
+              if p and Path(p).expanduser().exists()]
+    check_output(out, "pruned-model", overwrite=args.overwrite, inputs=inputs)
+    check_device(args.device)
     networks = open_networks(args.networks) if args.networks else None
-    model, tokenizer = load_model(args.model, device=args.device)
     bias = (args.bias_compensation == "yes"
             or (args.bias_compensation == "auto" and args.criterion == "flap"))
-    stats = None
     calibrated = ("contextual", "wanda-sp", "flap")
+    calibration = None
     if args.criterion in calibrated or args.fill in calibrated or bias:
-        stats = collect_calibration_stats(model, tokenizer, args.calibration, window=args.window,
+        calibration = load_corpus(args.calibration)
+    model, tokenizer = load_model(args.model, device=args.device)
+    stats = None
+    if calibration is not None:
+        stats = collect_calibration_stats(model, tokenizer, calibration, window=args.window,
                                           batch_size=args.batch_size,
                                           max_tokens=args.calibration_tokens)
     scores = score_neurons(model, args.criterion, calibration=stats, networks=networks,

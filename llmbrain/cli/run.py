@@ -31,8 +31,14 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from .._outputs import check_output, mark_output, output_kind
+    from ..models import check_device
     from ..pipeline import run_pipeline
 
+    check_device(args.device)
+    if output_kind(args.out) != "report":  # never write into a folder that is not ours
+        check_output(args.out, "report", overwrite=True)
+        mark_output(args.out, "report")
     run_pipeline(args.model, args.corpus, args.out, n_tokens=args.tokens,
                  n_components=args.components, n_runs=args.runs, threshold=args.threshold,
                  sparsity=args.sparsity, eval_windows=args.eval_windows, device=args.device,

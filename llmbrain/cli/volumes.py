@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import parse_int_list
+from ._common import parse_int_list, parse_positive
 
 
 def register(subparsers) -> None:
@@ -13,15 +13,23 @@ def register(subparsers) -> None:
     parser.add_argument("store", help="store folder")
     parser.add_argument("--out", "-o", required=True, help="output folder")
     parser.add_argument("--layers", type=parse_int_list, help="layers to export (default: all)")
-    parser.add_argument("--max-tokens", type=int, help="export only the first tokens")
+    parser.add_argument("--max-tokens", type=parse_positive, help="export only the first tokens")
+    parser.add_argument("--hook", help="the hook point to export, for a store of several")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing volumes folder")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from .._outputs import check_output
     from ..recording import open_activations
     from ..volumes import save_volumes, to_volumes
 
-    data = open_activations(args.store)["activations"]
+    check_output(args.out, "volumes", overwrite=args.overwrite, inputs=[args.store])
+    data = open_activations(args.store, hook=args.hook)["activations"]
+    if "hook" in data.dims:
+        raise ValueError(f"{args.store} holds the hooks {data['hook'].values.tolist()}: choose "
+                         "one with --hook.")
     if args.layers is not None:
         missing = sorted(set(args.layers) - set(data["layer"].values.tolist()))
         if missing:

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from ..models import get_adapter
+from ..models import get_adapter, supported_architectures
 
 __all__ = ["count_parameters", "measure_efficiency"]
 
@@ -22,6 +22,8 @@ def count_parameters(model) -> dict:
         ``n_mlp_params`` (weights and biases of the MLP projections of every
         decoder layer), ``n_neurons`` (MLP neurons in all layers) and
         ``weight_bytes`` (bytes of the parameters and buffers).
+        ``n_mlp_params`` and ``n_neurons`` are None for an architecture
+        without an adapter (see :func:`llmbrain.models.register_adapter`).
     """
     seen, n_params, weight_bytes = set(), 0, 0
     for tensor in list(model.parameters()) + list(model.buffers()):
@@ -31,14 +33,18 @@ def count_parameters(model) -> dict:
         weight_bytes += tensor.numel() * tensor.element_size()
         if isinstance(tensor, torch.nn.Parameter):
             n_params += tensor.numel()
+    counts = {"n_params": int(n_params), "n_mlp_params": None, "n_neurons": None,
+              "weight_bytes": int(weight_bytes)}
+    model_type = getattr(model.config, "model_type", None)
+    if model_type not in supported_architectures():
+        return counts
     adapter = get_adapter(model)
     n_mlp = 0
     for layer in range(adapter.n_layers(model)):
         for module in adapter.up_projs(model, layer) + [adapter.down_proj(model, layer)]:
             n_mlp += sum(p.numel() for p in module.parameters())
-    return {"n_params": int(n_params), "n_mlp_params": int(n_mlp),
-            "n_neurons": int(sum(adapter.neurons_per_layer(model))),
-            "weight_bytes": int(weight_bytes)}
+    counts.update(n_mlp_params=int(n_mlp), n_neurons=int(sum(adapter.neurons_per_layer(model))))
+    return counts
 
 
 def _sync(device: torch.device) -> None:

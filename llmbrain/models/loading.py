@@ -12,7 +12,8 @@ import torch
 
 from .._atomic import atomic_folder
 
-__all__ = ["DEFAULT_MODEL", "cache_dir", "default_model_path", "load_model", "model_fingerprint"]
+__all__ = ["DEFAULT_MODEL", "cache_dir", "check_device", "default_model_path", "load_model",
+           "model_fingerprint"]
 
 #: Name that selects the embedded default model (SmolLM2-135M-Instruct).
 DEFAULT_MODEL = "default"
@@ -67,12 +68,47 @@ def _clear_quantization(model) -> None:
         del model.config.quantization_config
 
 
+def check_device(device) -> torch.device:
+    """The ``torch.device`` for ``device``, if this machine has it.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` names no device, or one this torch build or machine
+        lacks (e.g. ``"cuda"`` without a GPU).
+    """
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{device!r} is no torch device; use 'cpu', 'cuda', 'cuda:1' or "
+                         "'mps'.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "has no CUDA support" if torch.version.cuda is None else "finds no GPU"
+            raise ValueError(f"The device {str(device)!r} is not available: this torch "
+                             f"({torch.__version__}) {build}. Use the device 'cpu', or install "
+                             "a CUDA build of torch on a machine with a GPU.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"The device {str(device)!r} is not available: this machine has "
+                             f"{torch.cuda.device_count()} GPU(s).")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("The device 'mps' is not available on this machine; use 'cpu'.")
+    return device
+
+
 def _load_gguf(path: Path, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                 dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=torch.float32)
+    except (ImportError, KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as err:  # the gguf reader fails in many ways on a damaged file
+        raise ValueError(f"Could not read the GGUF file {path} ({type(err).__name__}: {err}). "
+                         "The file is damaged, cut short or not a GGUF model: download it "
+                         "again.") from err
     _clear_quantization(model)
     return model.to(dtype), tokenizer
 
@@ -135,11 +171,14 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
     ------
     FileNotFoundError
         If ``name`` looks like a path but nothing is there.
+    ValueError
+        If ``device`` is not available, or the model's files cannot be read.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
+    device = check_device(device)
     if name is None or str(name) == DEFAULT_MODEL:
         model, tokenizer = _cached_gguf(default_model_path(), dtype, use_cache, _DEFAULT_NAME)
     else:
@@ -161,8 +200,15 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
                     raise FileNotFoundError(f"The pruned model at {path} was saved without a "
                                             "tokenizer: save it with save_pruned(model, tokenizer, ...).")
             else:
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-                tokenizer = AutoTokenizer.from_pretrained(path)
+                try:
+                    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                    tokenizer = AutoTokenizer.from_pretrained(path)
+                except (ImportError, KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception as err:  # damaged weights fail in safetensors, torch, ...
+                    raise ValueError(f"Could not load the model in {path} "
+                                     f"({type(err).__name__}: {err}). Its files may be "
+                                     "damaged or cut short: save or download it again.") from err
         elif str(name).startswith((".", "/", "~")) or str(name).count("/") > 1:
             raise FileNotFoundError(f"No model at {path}: the path does not exist.")
         else:
@@ -179,11 +225,26 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
     return model.to(device).eval(), tokenizer
 
 
-def model_fingerprint(model) -> str:
-    """A short hash of a model's name, config and neuron counts.
+def _weight_sample(model, per_tensor: int = 256) -> str:
+    """Hash of ``per_tensor`` evenly spaced values of every parameter."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if param.is_meta or param.numel() == 0:
+            continue
+        flat = param.detach().reshape(-1)
+        n = min(per_tensor, flat.numel())
+        index = torch.arange(n, device=flat.device) * (flat.numel() - 1) // max(n - 1, 1)
+        digest.update(f"{name}{tuple(param.shape)}{param.dtype}".encode())
+        digest.update(flat[index].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
-    Two recordings with the same fingerprint were made with models of the
-    same architecture, size and name.
+
+def model_fingerprint(model) -> str:
+    """A short hash of a model's name, config, neuron counts and weights.
+
+    The weights enter through a fixed sample of every parameter's values, so
+    the fingerprint is cheap; two models with the same fingerprint have the
+    same architecture, size and name, and, almost surely, the same weights.
     """
     from .adapters import get_adapter
 
@@ -191,6 +252,6 @@ def model_fingerprint(model) -> str:
     for key in ("transformers_version", "_name_or_path", "dtype", "torch_dtype", "architectures"):
         config.pop(key, None)
     payload = json.dumps({"name": model.config.name_or_path, "config": config,
-                          "neurons": get_adapter(model).neurons_per_layer(model)},
-                         sort_keys=True, default=str)
+                          "neurons": get_adapter(model).neurons_per_layer(model),
+                          "weights": _weight_sample(model)}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -24,7 +24,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from .._atomic import atomic_folder
+from .._outputs import write_output
 from ..volumes import to_volumes
 from .decomposition import FunctionalNetworks
 from .recurrence import NetworkRecurrence
@@ -64,7 +64,8 @@ def save_networks(networks, folder) -> Path:
     networks : FunctionalNetworks, NetworkRecurrence or xarray.Dataset
         A fitted estimator, or the Dataset returned by :func:`compare_runs`.
     folder : str or path
-        Replaced if it exists.
+        Replaced if it holds networks saved before; any other existing
+        folder is refused (``FileExistsError``).
 
     Returns
     -------
@@ -85,7 +86,7 @@ def save_networks(networks, folder) -> Path:
         raise TypeError("save_networks expects a fitted FunctionalNetworks, a fitted "
                         "NetworkRecurrence or a compare_runs result, got "
                         f"{type(networks).__name__}.")
-    with atomic_folder(folder) as tmp:
+    with write_output(folder, "networks", overwrite=True) as tmp:
         write(tmp)
     return folder
 

@@ -29,7 +29,6 @@ from .plan import PruningPlan
 
 __all__ = ["prune_layer", "prune_model", "record_config", "remember_widths", "resize_mlps"]
 
-_INTERMEDIATE_ATTR = {"gpt2": "n_inner", "opt": "ffn_dim"}
 CONFIG_KEY = "llmbrain_pruning"
 
 
@@ -132,7 +131,7 @@ def record_config(model: nn.Module, down_bias_layers=()) -> None:
     info["down_bias_layers"] = biased
     setattr(config, CONFIG_KEY, info)
     if len(set(sizes)) == 1:
-        setattr(config, _INTERMEDIATE_ATTR.get(config.model_type, "intermediate_size"), sizes[0])
+        setattr(config, adapter.width_attr, sizes[0])
 
 
 def prune_model(model: nn.Module, plan: PruningPlan, bias_compensation=None, *,

@@ -1,7 +1,11 @@
-"""Recording: text -> activations (a Zarr store that xarray opens)."""
+"""Recording: text -> activations (a Zarr store that xarray opens, or memory)."""
 
-from .hooks import HOOK_POINTS
+from .._outputs import OutputLockedError
+from .hooks import HOOK_POINTS, MLP_HOOKS
 from .recorder import record
-from .store import IncompleteStoreError, open_activations
+from .sinks import ActivationSink, MemorySink, RecordingLayout, ZarrSink
+from .store import DamagedStoreError, IncompleteStoreError, open_activations
 
-__all__ = ["HOOK_POINTS", "IncompleteStoreError", "open_activations", "record"]
+__all__ = ["HOOK_POINTS", "MLP_HOOKS", "ActivationSink", "DamagedStoreError",
+           "IncompleteStoreError", "MemorySink", "OutputLockedError", "RecordingLayout", "ZarrSink",
+           "open_activations", "record"]

@@ -23,9 +23,11 @@ from torch import nn
 
 from ..models.adapters import ArchitectureAdapter
 
-__all__ = ["HOOK_POINTS", "attach_hooks"]
+__all__ = ["HOOK_POINTS", "MLP_HOOKS", "attach_hooks"]
 
 HOOK_POINTS = ("mlp", "up", "gate", "act", "residual", "attention")
+#: Hook points of the same width (the MLP's), which can be recorded together.
+MLP_HOOKS = ("mlp", "up", "gate", "act")
 
 
 def _first(x):

@@ -1,30 +1,44 @@
-"""Record the activations of a causal LM over a corpus into a store."""
+"""Record the activations of a causal LM over a corpus into a store (or memory)."""
 
 from __future__ import annotations
 
-import queue
 import shutil
-import threading
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
 from tqdm.auto import tqdm
 
+from .._atomic import replace_folder
+from .._outputs import check_output, output_kind, output_lock
 from ..corpus import TokenWindows, load_corpus, tokenize_windows
 from ..models.adapters import get_adapter
 from ..models.loading import model_fingerprint
-from .hooks import HOOK_POINTS, attach_hooks
-from .store import (IDENTITY_KEYS, create_store, mark_progress, open_activations,
-                    read_progress, store_attrs)
+from .hooks import HOOK_POINTS, MLP_HOOKS, attach_hooks
+from ._resume import check_disk, plan_store
+from .sinks import ActivationSink, MemorySink, RecordingLayout, ZarrSink
+from .store import create_store, layout_coords, open_activations
 
 __all__ = ["record"]
 
 
 class _StopForward(Exception):
-    """Raised after the last recorded layer: the rest of the model is not run."""
+    """Raised after the last recorded hook: the rest of the model is not run."""
+
+
+def _ranges(values) -> str:
+    """``[0, 1, 2, 5]`` as ``"0-2, 5"``, at most five ranges."""
+    values = sorted(values)
+    runs = []
+    for value in values:
+        if runs and value == runs[-1][1] + 1:
+            runs[-1][1] = value
+        else:
+            runs.append([value, value])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:5])
+    return text + (f" and {len(runs) - 5} more ranges" if len(runs) > 5 else "")
 
 
 def _check_selection(values, size: int, what: str) -> list[int]:
@@ -33,26 +47,43 @@ def _check_selection(values, size: int, what: str) -> list[int]:
     values = [int(v) for v in np.atleast_1d(values)]
     bad = [v for v in values if not -size <= v < size]
     if bad:
-        raise ValueError(f"{what} {bad} out of range: the model has {size} {what}s "
-                         f"(0 to {size - 1}).")
+        raise ValueError(f"{len(bad)} {what} index(es) out of range ({_ranges(bad)}): the model "
+                         f"has {size} {what}s (0 to {size - 1}).")
     values = sorted({v % size for v in values})
     if not values:
         raise ValueError(f"The {what} selection is empty.")
     return values
 
 
-def _feature_size(model, adapter, layers, hook, device) -> list[int]:
-    """Size of the hooked tensor of every selected layer (one tiny forward)."""
+def _check_hooks(hook) -> tuple[str, ...]:
+    hooks = (hook,) if isinstance(hook, str) else tuple(hook)
+    unknown = [h for h in hooks if h not in HOOK_POINTS]
+    if unknown or not hooks:
+        raise ValueError(f"Unknown hook {unknown[0] if unknown else hook!r}; choose one of "
+                         f"{', '.join(HOOK_POINTS)}.")
+    if len(set(hooks)) != len(hooks):
+        raise ValueError(f"hook {list(hooks)} names a hook point twice.")
+    others = sorted(set(hooks) - set(MLP_HOOKS))
+    if len(hooks) > 1 and others:
+        raise ValueError(f"Hooks recorded together must have the same width: combine only the "
+                         f"MLP hooks {', '.join(MLP_HOOKS)}; record {others} alone.")
+    return hooks
+
+
+def _feature_size(model, adapter, layers, hooks, device) -> dict:
+    """Size of the hooked tensor of every (hook, selected layer), from one tiny forward."""
     sizes = {}
-    handles = attach_hooks(model, adapter, layers, hook,
-                           lambda pos, x: sizes.__setitem__(pos, int(x.shape[-1])))
+    handles = []
+    for hook in hooks:
+        handles += attach_hooks(model, adapter, layers, hook, lambda pos, x, hook=hook:
+                                sizes.__setitem__((hook, layers[pos]), int(x.shape[-1])))
     try:
         with torch.inference_mode():
             model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-    return [sizes[i] for i in range(len(layers))]
+    return sizes
 
 
 def _token_texts(tokenizer, ids: np.ndarray) -> np.ndarray:
@@ -61,64 +92,31 @@ def _token_texts(tokenizer, ids: np.ndarray) -> np.ndarray:
     return texts[inverse].astype(str)
 
 
-def _check_disk(path: Path, n_bytes: int) -> None:
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{path.name}.write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise PermissionError(f"Cannot write the store at {path}: {err}. Choose a writable "
-                              "folder.") from err
-    free = shutil.disk_usage(parent).free
-    if n_bytes > free:
-        raise OSError(f"The store at {path} needs {n_bytes / 1e9:.2f} GB but the disk has only "
-                      f"{free / 1e9:.2f} GB free: free some space, record fewer tokens "
-                      "(max_tokens) or layers, or use dtype='float16'.")
+def _check_finite(block: torch.Tensor, hooks, layers, dtype: str, first_token: int) -> None:
+    """Refuse a batch holding inf or NaN: they are never stored."""
+    low, high = torch.aminmax(block)
+    if bool(torch.isfinite(low)) and bool(torch.isfinite(high)):
+        return
+    bad = (~torch.isfinite(block)).flatten(2).any(-1).nonzero().tolist()
+    h, position = bad[0]
+    where = f"layer {layers[position]}" + (f", hook {hooks[h]!r}" if len(hooks) > 1 else "")
+    if dtype == "float16":
+        raise ValueError(
+            f"Activations at {where} (tokens from {first_token}) exceed float16's range "
+            "(±65,504) or are not finite, and float16 would store them as inf/NaN. Record with "
+            "dtype='float32' (and overwrite=True to replace this store). Nothing of this batch "
+            "was written.")
+    raise ValueError(f"The model produced inf or NaN activations at {where} (tokens from "
+                     f"{first_token}); nothing of this batch was written. Check the model "
+                     "weights and their dtype.")
 
 
-class _Writer(threading.Thread):
-    """Writes batches to the Zarr array in the background (double buffering)."""
-
-    def __init__(self, array: zarr.Array, path: Path):
-        super().__init__(daemon=True)
-        self.array, self.path = array, path
-        self.jobs: queue.Queue = queue.Queue(maxsize=1)
-        self.free: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
-
-    def run(self):
-        while (job := self.jobs.get()) is not None:
-            buffer, token_start, n_tokens, windows_done = job
-            try:
-                if self.error is None:
-                    values = buffer.numpy()
-                    for layer in range(values.shape[0]):
-                        self.array[token_start:token_start + n_tokens, layer, :] = \
-                            values[layer, :n_tokens]
-                    mark_progress(self.path, windows_done)
-            except BaseException as err:  # re-raised in the recording thread
-                self.error = err
-            self.free.put(buffer)
-
-    def submit(self, buffer, token_start, n_tokens, windows_done):
-        if self.error is not None:
-            raise self.error
-        self.jobs.put((buffer, token_start, n_tokens, windows_done))
-
-    def close(self):
-        self.jobs.put(None)
-        self.join()
-        if self.error is not None:
-            raise self.error
-
-
-def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook: str = "mlp",
+def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook="mlp",
            layers=None, neurons=None, window: int = 256, batch_size: int = 8,
            dtype: str = "float16", max_tokens: int | None = None, resume: bool = True,
-           overwrite: bool = False, text_field: str = "text", progress: bool = True):
-    """Record a model's activations over a corpus into a Zarr store.
+           overwrite: bool = False, verify: bool = False, text_field: str = "text",
+           progress: bool = True, sink: ActivationSink | None = None):
+    """Record a model's activations over a corpus into a Zarr store (or memory).
 
     The corpus is cut into windows of ``window`` tokens (see
     :func:`llmbrain.corpus.tokenize_windows`); each batch of windows is run
@@ -126,7 +124,7 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook:
     float32) buffer and written to disk in the background while the next batch
     runs, so memory stays constant whatever the number of tokens. The forward
     pass stops after the last requested layer and never runs the language-model
-    head.
+    head. Several MLP hook points can be recorded in the same pass.
 
     Parameters
     ----------
@@ -136,10 +134,15 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook:
     corpus : str, path, list of str or TokenWindows, default="default"
         Anything :func:`llmbrain.corpus.load_corpus` accepts, or windows
         already cut by :func:`llmbrain.corpus.tokenize_windows`.
-    path : str or path, default="activations.zarr"
-        Folder of the store.
-    hook : {"mlp", "up", "gate", "act", "residual", "attention"}, default="mlp"
-        Where to read activations (see :mod:`llmbrain.recording.hooks`).
+    path : str, path or None, default="activations.zarr"
+        Folder of the store. None records into memory and returns an
+        in-memory Dataset of the same layout (for small passes).
+    hook : str or sequence of str, default="mlp"
+        Where to read activations: one of "mlp", "up", "gate", "act",
+        "residual", "attention" (see :mod:`llmbrain.recording.hooks`), or
+        several of the MLP hook points ("mlp", "up", "gate", "act"), which
+        have the same width, recorded in one pass: the activations then get a
+        ``hook`` dimension (token, hook, layer, neuron).
     layers : sequence of int, optional
         Layers to record (default: all).
     neurons : sequence of int, optional
@@ -147,42 +150,71 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook:
     window : int, default=256
         Tokens per window.
     batch_size : int, default=8
-        Windows per forward pass; also the number of windows per chunk on disk.
+        Windows per forward pass; also the number of windows per chunk on disk
+        (a resumed store keeps its own).
     dtype : {"float16", "float32"}, default="float16"
-        Storage type.
+        Storage type. Values that float16 cannot hold (beyond ±65,504, as in
+        the residual stream of some models) stop the recording with an error
+        that says to use float32: inf or NaN is never stored.
     max_tokens : int, optional
-        Record at most this many tokens.
+        Record at most this many tokens (at least one window).
     resume : bool, default=True
-        Continue an interrupted recording at ``path`` made with the same model,
-        hook, selection and corpus. A store made otherwise is refused.
+        Continue an interrupted recording at ``path`` made with the same model
+        (weights included), hook, selection and corpus. A store made otherwise
+        is refused.
     overwrite : bool, default=False
-        Replace an existing store at ``path``.
+        Replace an existing store at ``path``. The new store is recorded
+        beside it and takes its place only once complete; a folder that is no
+        activation store is never replaced.
+    verify : bool, default=False
+        Before resuming, also compare the recorded chunks with their
+        checksums (reads the store) and record again those that differ.
+        Missing or cut-short chunks are always found and recorded again.
     text_field : str, default="text"
         Field of JSONL records holding the text.
     progress : bool, default=True
         Show a progress bar.
+    sink : ActivationSink, optional
+        Send the activations to this sink instead of a store (``path`` is
+        then ignored); see :mod:`llmbrain.recording.sinks`. Its ``finish()``
+        value is returned.
 
     Returns
     -------
     xarray.Dataset
-        The store, opened with :func:`llmbrain.open_activations`.
+        The store, opened with :func:`llmbrain.open_activations`, or the
+        in-memory Dataset when ``path`` is None.
+
+    Raises
+    ------
+    OutputLockedError
+        If another process is recording into ``path``.
     """
-    if hook not in HOOK_POINTS:
-        raise ValueError(f"Unknown hook {hook!r}; choose one of {', '.join(HOOK_POINTS)}.")
+    hooks = _check_hooks(hook)
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}.")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    path = Path(path).expanduser()
+    if int(window) < 2:
+        raise ValueError(f"window must be at least 2 tokens, got {window}.")
+    if max_tokens is not None and int(max_tokens) < int(window):
+        raise ValueError(f"max_tokens={max_tokens} is less than one window of {window} tokens: "
+                         "record at least one window.")
+    if sink is None and path is not None:
+        path = Path(path).expanduser()
+        if output_kind(path) != "activations":  # refuse a folder not ours before any work
+            check_output(path, "activations", overwrite=True)
     adapter = get_adapter(model)
     layers = _check_selection(layers, adapter.n_layers(model), "layer")
     device = next(model.parameters()).device
-    sizes = _feature_size(model, adapter, layers, hook, device)
-    if len(set(sizes)) != 1:
-        raise ValueError(f"The selected layers have different sizes {sorted(set(sizes))} at "
-                         f"hook {hook!r} (a pruned model?): record groups of equal layers "
-                         "separately with layers=....")
-    neurons = _check_selection(neurons, sizes[0], "neuron")
+    sizes = _feature_size(model, adapter, layers, hooks, device)
+    if len(set(sizes.values())) != 1:
+        detail = ", ".join(f"{h} layer {layer}: {n}" for (h, layer), n in list(sizes.items())[:6])
+        raise ValueError(f"The selected layers and hooks have different widths ({detail}): "
+                         "record hooks or layers of equal width separately (a pruned model's "
+                         "layers may differ).")
+    width = next(iter(sizes.values()))
+    neurons = _check_selection(neurons, width, "neuron")
     context = getattr(model.config, "max_position_embeddings", None) or getattr(
         model.config, "n_positions", None)
     if isinstance(corpus, TokenWindows):
@@ -193,110 +225,104 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook:
     else:
         windows = tokenize_windows(load_corpus(corpus, text_field=text_field), tokenizer,
                                    window, max_tokens=max_tokens, max_length=context)
-    n_tokens = windows.n_tokens
     attrs = {
         "model": str(model.config.name_or_path), "model_fingerprint": model_fingerprint(model),
-        "architecture": adapter.name, "hook": hook, "dtype": dtype, "window_length": int(window),
-        "corpus_fingerprint": windows.fingerprint, "layers": layers,
-        "neurons_selected": neurons if len(neurons) < sizes[0] else "all",
-        "n_tokens": n_tokens, "batch_windows": int(batch_size),
+        "architecture": adapter.name, **({"hook": hooks[0]} if len(hooks) == 1 else
+                                         {"hooks": list(hooks)}),
+        "dtype": dtype, "window_length": int(window), "corpus_fingerprint": windows.fingerprint,
+        "layers": layers, "neurons_selected": neurons if len(neurons) < width else "all",
+        "n_tokens": windows.n_tokens, "batch_windows": int(batch_size),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    start_window = _prepare_store(path, attrs, resume, overwrite)
-    if start_window is None:  # already complete
-        return open_activations(path)
-    if start_window == 0:
-        if path.exists():
-            shutil.rmtree(path)
-        itemsize = np.dtype(dtype).itemsize
-        _check_disk(path, n_tokens * len(layers) * len(neurons) * itemsize)
-        ids = windows.input_ids.reshape(-1)
-        create_store(path, n_tokens=n_tokens, layers=layers, neurons=neurons, dtype=dtype,
-                     tokens_per_chunk=int(batch_size) * int(window), attrs=attrs, coords={
-                         "document": np.repeat(windows.document, window),
-                         "position": np.tile(np.arange(window, dtype=np.int32), len(windows)),
-                         "token_id": ids.astype(np.int32),
-                         "token_text": _token_texts(tokenizer, ids),
-                     })
-    _run(model, adapter, windows.input_ids, path, layers, neurons, hook, int(batch_size),
-         dtype, start_window, device, progress)
-    mark_progress(path, len(windows), complete=True)
+    ids = windows.input_ids.reshape(-1)
+    layout = dict(hooks=hooks, layers=layers, neurons=neurons, dtype=dtype, window=int(window),
+                  n_windows=len(windows), attrs=attrs, device=device, coords=layout_coords(
+                      n_tokens=windows.n_tokens, hooks=hooks, layers=layers, neurons=neurons,
+                      per_token={
+                          "document": np.repeat(windows.document, window),
+                          "position": np.tile(np.arange(window, dtype=np.int32), len(windows)),
+                          "token_id": ids.astype(np.int32),
+                          "token_text": _token_texts(tokenizer, ids)}))
+    if sink is not None or path is None:
+        sink = sink or MemorySink()
+        starts = list(range(0, len(windows), int(batch_size)))
+        return _run(model, adapter, windows.input_ids, starts,
+                    RecordingLayout(batch_windows=int(batch_size), **layout), sink, progress)
+    with output_lock(path, "recording into"):
+        plan = plan_store(path, attrs, len(windows), resume=resume, overwrite=overwrite,
+                           verify=verify)
+        if plan.complete and not plan.repair:
+            if plan.path != path:  # a replacement finished before it could take its place
+                replace_folder(plan.path, path)
+            return open_activations(path)
+        batch = plan.batch_windows or int(batch_size)
+        starts = plan.repair + list(range(plan.done, len(windows), batch))
+        row_bytes = windows.window_length * batch * len(hooks) * len(layers) * len(neurons) \
+            * np.dtype(dtype).itemsize
+        check_disk(plan.path, len(starts) * row_bytes)
+        if plan.new:
+            if plan.path.exists():  # an empty folder, or our own unfinished replacement
+                shutil.rmtree(plan.path)
+            create_store(plan.path, hooks=hooks, tokens_per_chunk=batch * int(window),
+                         dtype=dtype, coords=layout["coords"], attrs=attrs)
+        _run(model, adapter, windows.input_ids, starts,
+             RecordingLayout(batch_windows=batch, **layout), ZarrSink(plan.path, plan.done),
+             progress)
+        if plan.path != path:
+            replace_folder(plan.path, path)
     return open_activations(path)
 
 
-def _prepare_store(path: Path, attrs: dict, resume: bool, overwrite: bool) -> int | None:
-    """Window to start from (0 for a new store), or None if already complete."""
-    if not path.exists() or overwrite:
-        return 0
-    try:
-        existing = store_attrs(path)
-        progress = read_progress(path)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        raise FileExistsError(f"{path} exists and is no llmbrain activation store ({err}). "
-                              "Choose another path or pass overwrite=True.") from None
-    differences = [f"{key}: store has {existing.get(key)!r}, this recording {attrs[key]!r}"
-                   for key in IDENTITY_KEYS if existing.get(key) != attrs[key]]
-    if differences:
-        raise FileExistsError(
-            f"The store {path} was recorded with other settings, so this recording cannot "
-            f"continue it ({'; '.join(differences)}). Choose another path, or pass "
-            "overwrite=True to replace it.")
-    if progress["complete"]:
-        return None
-    if not resume:
-        raise FileExistsError(f"{path} holds an interrupted recording. Pass resume=True to "
-                              "continue it or overwrite=True to start again.")
-    return int(progress["windows_written"])
+def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: ActivationSink,
+         progress: bool):
+    """Run the batches beginning at the windows ``starts`` and hand each one's
+    activations to ``sink``."""
+    window = layout.window
+    n_hooks, n_layers, n_neurons = len(layout.hooks), len(layout.layers), len(layout.neurons)
+    device = layout.device
+    all_neurons = n_neurons == int(layout.neurons[-1]) + 1
+    neuron_index = None if all_neurons else torch.as_tensor(layout.neurons, device=device)
+    staging = torch.empty((n_hooks, n_layers, layout.batch_windows * window, n_neurons),
+                          dtype=getattr(torch, layout.dtype), device=device)
+    state = {"n": 0, "left": 0}
 
-
-def _run(model, adapter, input_ids, path, layers, neurons, hook, batch_size, dtype,
-         start_window, device, progress):
-    n_windows, window = input_ids.shape
-    n_layers, n_neurons = len(layers), len(neurons)
-    all_neurons = n_neurons == int(neurons[-1]) + 1
-    neuron_index = None if all_neurons else torch.as_tensor(neurons, device=device)
-    torch_dtype = getattr(torch, dtype)
-    on_cuda = device.type == "cuda"
-    staging = torch.empty((n_layers, batch_size * window, n_neurons), dtype=torch_dtype,
-                          device=device)
-    array = zarr.open_group(path, mode="r+")["activations"]
-    writer = _Writer(array, path)
-    for _ in range(2):
-        host = torch.empty((n_layers, batch_size * window, n_neurons), dtype=torch_dtype,
-                           pin_memory=on_cuda)
-        writer.free.put(host)
-    state = {"n": 0}
-
-    def sink(position, x):
+    def receive(h, position, x):
         x = x.reshape(-1, x.shape[-1])
         if neuron_index is not None:
             x = x.index_select(1, neuron_index)
-        staging[position, :state["n"]].copy_(x)
-        if position == n_layers - 1:
+        staging[h, position, :state["n"]].copy_(x)
+        state["left"] -= 1
+        if state["left"] == 0:
             raise _StopForward
 
-    handles = attach_hooks(model, adapter, layers, hook, sink)
-    writer.start()
-    bar = tqdm(total=n_windows * window, initial=start_window * window, unit="tok",
-               desc="Recording", disable=not progress, smoothing=0.1)
+    sink.start(layout)
+    handles = []
+    for h, hook in enumerate(layout.hooks):
+        handles += attach_hooks(model, adapter, layout.layers, hook, partial(receive, h))
+    n_tokens = sum(min(layout.batch_windows, layout.n_windows - s) for s in starts) * window
+    bar = tqdm(total=n_tokens, unit="tok", desc="Recording", disable=not progress, smoothing=0.1)
     try:
         with torch.inference_mode():
-            for begin in range(start_window, n_windows, batch_size):
-                batch = torch.as_tensor(input_ids[begin:begin + batch_size], dtype=torch.long,
-                                        device=device)
-                state["n"] = batch.numel()
+            for begin in starts:
+                batch = torch.as_tensor(input_ids[begin:begin + layout.batch_windows],
+                                        dtype=torch.long, device=device)
+                state["n"], state["left"] = batch.numel(), n_hooks * n_layers
                 try:
                     model(input_ids=batch, use_cache=False)
                 except _StopForward:
                     pass
-                host = writer.free.get()
-                host[:, :state["n"]].copy_(staging[:, :state["n"]], non_blocking=on_cuda)
-                if on_cuda:
-                    torch.cuda.current_stream().synchronize()
-                writer.submit(host, begin * window, state["n"], begin + len(batch))
+                if state["left"]:
+                    raise RuntimeError(f"{state['left']} of the {n_hooks * n_layers} hooks did "
+                                       "not run in the forward pass: check the adapter.")
+                block = staging[:, :, :state["n"]]
+                _check_finite(block, layout.hooks, layout.layers, layout.dtype, begin * window)
+                sink.write(block, begin)
                 bar.update(state["n"])
+    except BaseException:
+        sink.abort()
+        raise
     finally:
         for handle in handles:
             handle.remove()
         bar.close()
-        writer.close()
+    return sink.finish()
