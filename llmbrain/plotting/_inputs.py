@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["check_columns", "check_dataarray", "component_labels", "layer_values", "select_component"]
+__all__ = ["above_threshold", "check_columns", "check_dataarray", "component_labels", "layer_values",
+           "select_component"]
 
 
 def check_dataarray(obj, name: str, allowed_dims: list[tuple[str, ...]]) -> xr.DataArray:
@@ -67,3 +68,9 @@ def select_component(da: xr.DataArray, component, name: str) -> xr.DataArray:
     if not (isinstance(component, (int, np.integer)) and 0 <= component < da.sizes["component"]):
         raise ValueError(f"component must be an integer in [0, {da.sizes['component']}); got {component!r}.")
     return da.isel(component=int(component))
+
+
+def above_threshold(values: np.ndarray, threshold) -> np.ndarray:
+    """The key-neuron rule of the estimators: ``|z| > threshold`` (strict; NaN is never key)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(values) > threshold
