@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import xarray as xr
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ..evaluation.results import from_wide, higher_is_better, results_table, summarize_seeds
 from ._style import (criterion_color, finish, label_all_panels, log_axis, marker_for, new_figure,
@@ -304,6 +304,7 @@ def plot_kept_neurons(kept, *, n_neurons=None, key_neurons=None, label=None, ax=
             second.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), title="Criterion")
         for a in axes:
             a.set_xlabel("Layer")
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
             a.grid(True, color="#e6e6e6", linewidth=0.6)
             a.set_axisbelow(True)
         first.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0),
