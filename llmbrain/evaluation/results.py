@@ -12,37 +12,38 @@ averages over seeds with their spread, and :func:`save_results` /
 
 Schema (columns in this order; more columns may follow and are kept):
 
-====================  =======  ==========  ===================================================
-column                type     default     meaning
-====================  =======  ==========  ===================================================
-``model``             str      required    base model (name, path or hub id)
-``criterion``         str      ``dense``   pruning criterion (``dense``: not pruned), e.g.
-                                           ``networks+contextual``, ``flap``, ``random``
-``sparsity``          float    0.0         fraction of MLP neurons removed, in [0, 1)
-``allocation``        str      ``""``      how the sparsity is spread over layers
-                                           (``uniform``, ``global``, ``adaptive``)
-``protected_layers``  str      ``""``      layers left whole, comma-separated (``"0,29"``)
-``bias_compensation`` bool     False       removed neurons' mean output folded into the bias
-``intervention``      str      ``""``      change applied on top of the model (``ablate``,
-                                           ``amplify``; ``""``: none)
-``target``            str      ``""``      what the intervention changes (``network 3``,
-                                           ``all key neurons``)
-``condition``         str      ``""``      ``network`` (the target itself), ``random`` (a
-                                           random control matched per layer) or ``""``
-``seed``              int      0           seed of the random parts (random criterion,
-                                           control draw, network fit)
-``dataset``           str      required    data measured on (``wikitext2``, ``piqa``,
-                                           ``held-out``; ``random-tokens`` for speed;
-                                           ``""`` for counts that need no data)
-``protocol``          str      ``""``      how it was measured (``window=128``,
-                                           ``0-shot``, ``batch=4x128``)
-``metric``            str      required    ``perplexity``, ``acc``, ``acc_norm``,
-                                           ``tokens_per_s``, ``n_params``, ...
-``value``             float    required    the number
-``stderr``            float    NaN         standard error of ``value`` (items, windows or
-                                           timing repeats), NaN when unknown
-``n``                 Int64    <NA>        items, windows or repeats behind ``value``
-====================  =======  ==========  ===================================================
+=======================  =====  ========  ==============================================
+column                   type   default   meaning
+=======================  =====  ========  ==============================================
+``model``                str    required  base model (name, path or hub id)
+``criterion``            str    "dense"   pruning criterion ("dense": not pruned), e.g.
+                                          "networks+contextual", "flap", "random"
+``sparsity``             float  0.0       fraction of MLP neurons removed, in [0, 1)
+``allocation``           str    ""        how the sparsity is spread over layers
+                                          ("uniform", "global", "adaptive")
+``protected_layers``     str    ""        layers left whole, comma-separated ("0,29")
+``bias_compensation``    bool   False     removed neurons' mean output folded into the
+                                          bias
+``intervention``         str    ""        change applied on top of the model ("ablate",
+                                          "amplify"; "": none)
+``target``               str    ""        what the intervention changes ("network 3",
+                                          "all key neurons")
+``condition``            str    ""        "network" (the target itself), "random" (a
+                                          random control matched per layer) or ""
+``seed``                 int    0         seed of the random parts (random criterion,
+                                          control draw, network fit)
+``dataset``              str    required  data measured on ("wikitext2", "piqa",
+                                          "held-out"; "random-tokens" for speed; "" for
+                                          counts that need no data)
+``protocol``             str    ""        how it was measured ("window=128", "0-shot",
+                                          "batch=4x128")
+``metric``               str    required  "perplexity", "acc", "acc_norm",
+                                          "tokens_per_s", "n_params", ...
+``value``                float  required  the number
+``stderr``               float  NaN       standard error of value (over items, windows
+                                          or timing repeats), NaN when unknown
+``n``                    Int64  <NA>      items, windows or repeats behind value
+=======================  =====  ========  ==============================================
 
 Every column but ``value``, ``stderr`` and ``n`` identifies the measurement
 (:data:`KEY_COLUMNS`); two rows with the same keys are refused. Repeated

@@ -141,7 +141,7 @@ def network_color(index) -> str:
 
 
 def network_colors(n: int) -> list[str]:
-    """Colours of networks ``0 .. n-1`` (see :func:`network_color`).
+    """Colours of networks 0 to n - 1 (see :func:`network_color`).
 
     The first 20 are mutually distinct (every pair differs by at least 25
     CIELAB units); draw more networks as small multiples or a labelled

@@ -130,7 +130,7 @@ def plot_layer_slices(data, *, component=None, layout=None, layers=None, stat="m
         non-negative ones.
     vmax : float, optional
         Upper colour limit (symmetric for signed values). Default the 99th
-        percentile of |values| for activations, their maximum for maps.
+        percentile of ``|values|`` for activations, their maximum for maps.
     title : str, optional
     output_file : str or Path, optional
         Save the figure there (``.png``, ``.pdf`` or ``.svg``).
