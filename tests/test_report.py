@@ -93,7 +93,8 @@ def test_save_writes_one_page_and_named_figures(report, tmp_path):
         data = (out / "figures" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 500
     # the page works alone: figures embedded as the same PNG bytes, linked as files too
-    assert len(parsed.srcs) == 2 and all(s.startswith("data:image/png;base64,") for s in parsed.srcs)
+    assert len(parsed.srcs) == 2
+    assert all(s.startswith("data:image/png;base64,") for s in parsed.srcs)
     embedded = base64.b64decode(parsed.srcs[0].split(",", 1)[1])
     assert embedded == (out / "figures" / "network-maps.png").read_bytes()
     assert "figures/network-maps.png" in parsed.hrefs

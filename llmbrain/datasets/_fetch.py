@@ -281,7 +281,8 @@ def fetch_zeroshot_tasks(tasks=_ZEROSHOT, data_dir=None, *, download: bool = Tru
     unknown = [t for t in tasks if _catalogue().get(t, {}).get("kind") != "evaluation"
                or t == "wikitext2"]
     if unknown:
-        raise ValueError(f"Unknown zero-shot task(s) {unknown}; choose from {', '.join(_ZEROSHOT)}.")
+        raise ValueError(f"Unknown zero-shot task(s) {unknown}; choose from "
+                         f"{', '.join(_ZEROSHOT)}.")
     datasets = {t: fetch_dataset(t, data_dir, download=download, verbose=verbose) for t in tasks}
     roots = {d.root for d in datasets.values()}
     if len(roots) != 1 or None in roots:

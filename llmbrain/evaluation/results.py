@@ -24,6 +24,8 @@ column                   type   default   meaning
 ``protected_layers``     str    ""        layers left whole, comma-separated ("0,29")
 ``bias_compensation``    bool   False     removed neurons' mean output folded into the
                                           bias
+``calibration``          str    ""        data the pruning scores were computed on
+                                          ("c4", "legal"; "" for none)
 ``intervention``         str    ""        change applied on top of the model ("ablate",
                                           "amplify"; "": none)
 ``target``               str    ""        what the intervention changes ("network 3",
@@ -104,6 +106,7 @@ SCHEMA: tuple[Column, ...] = (
     Column("allocation", "str", "", "spread of the sparsity over layers"),
     Column("protected_layers", "str", "", "layers left whole, comma-separated"),
     Column("bias_compensation", "bool", False, "removed neurons' mean folded into the bias"),
+    Column("calibration", "str", "", "data the pruning scores were computed on"),
     Column("intervention", "str", "", "change applied on top of the model"),
     Column("target", "str", "", "what the intervention changes"),
     Column("condition", "str", "", "'network', 'random' (matched control) or ''"),
@@ -119,7 +122,8 @@ SCHEMA: tuple[Column, ...] = (
 _COLUMNS = {c.name: c for c in SCHEMA}
 
 #: Columns that identify a measurement (all but value, stderr and n).
-KEY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.name not in ("value", "stderr", "n"))
+KEY_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA
+                                     if c.name not in ("value", "stderr", "n"))
 
 _CONDITIONS = ("", "network", "random")
 

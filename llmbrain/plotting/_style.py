@@ -229,8 +229,8 @@ def text_color_on(rgba) -> str:
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-_CRITERION_MARKERS = {"networks": "o", "network": "o", "networks+contextual": "P", "contextual": "s",
-                      "magnitude": "^", "wanda_sp": "D", "wanda": "D", "flap": "v", "random": "X",
+_CRITERION_MARKERS = {"networks": "o", "network": "o", "networks+contextual": "P",
+                      "contextual": "s", "magnitude": "^", "wanda_sp": "D", "wanda": "D", "flap": "v", "random": "X",
                       "activation": "P"}
 
 

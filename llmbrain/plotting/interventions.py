@@ -93,7 +93,8 @@ def plot_intervention_effects(df, *, metrics=None, baseline=None, errorbar="sd",
         raise ValueError(f"errorbar must be one of {list(_ERRORBARS)}; got {errorbar!r}.")
     unknown = set(df["condition"]) - set(_CONDITIONS)
     if unknown:
-        raise ValueError(f"condition must be 'network' or 'random'; found {sorted(map(str, unknown))}.")
+        raise ValueError("condition must be 'network' or 'random'; found "
+                         f"{sorted(map(str, unknown))}.")
     metrics = _ordered(df["metric"], sort=False) if metrics is None else list(metrics)
     missing = [m for m in metrics if m not in set(df["metric"])]
     if missing:
@@ -102,7 +103,8 @@ def plot_intervention_effects(df, *, metrics=None, baseline=None, errorbar="sd",
     networks = _ordered(df["network"])
     if baseline is not None and not isinstance(baseline, dict):
         if len(metrics) != 1:
-            raise ValueError("baseline must be a dict metric -> value when several metrics are drawn.")
+            raise ValueError("baseline must be a dict metric -> value when several metrics are "
+                             "drawn.")
         baseline = {metrics[0]: baseline}
     x = {n: i for i, n in enumerate(networks)}
     with plot_style():

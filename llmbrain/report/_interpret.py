@@ -159,8 +159,10 @@ def _winners(summary: pd.DataFrame, metric: str, dataset: str) -> tuple[Finding 
         text = details[0]
         details = details[1:]
     else:
-        parts = [f"{name} at {', '.join(format_number(s, 'percent') for s, w in winners.items() if w[0] == name)}"
-                 for name in counts.index]
+        parts = []
+        for name in counts.index:
+            levels = [format_number(s, "percent") for s, w in winners.items() if w[0] == name]
+            parts.append(f"{name} at {', '.join(levels)}")
         text = (f"Best criterion on {dataset} {metric} over {len(winners)} sparsities: "
                 + "; ".join(parts) + ".")
     return Finding("winner", text, details=details), winners
@@ -242,8 +244,9 @@ def _networks_matter(results, min_controls, n_networks) -> tuple[Finding | None,
         line = (f"{row.intervention} {row.target}: {row.metric} "
                 f"{_fmt(row.target_value, row.metric)} vs {row.n_controls} random controls")
         if np.isfinite(row.controls_low):
+            low, high = _fmt(row.controls_low, row.metric), _fmt(row.controls_high, row.metric)
             line += (f" (mean {_fmt(row.controls_mean, row.metric)}, 95% prediction interval "
-                     f"{_fmt(row.controls_low, row.metric)}–{_fmt(row.controls_high, row.metric)})")
+                     f"{low}–{high})")
         if np.isfinite(row.p_value):
             line += f", permutation p = {row.p_value:.3g}"
         details.append(line)
@@ -405,8 +408,9 @@ def interpret(results, *, recurrence=None, expectations=None, metric=None, datas
     ...     model="SmolLM2", dataset="wikitext2", metric="perplexity")
     >>> key = interpret(results, expectations={"best_criterion": "networks",
     ...                                        "source": "the paper"})
-    >>> print(key.findings[0].text)
-    At 30% sparsity, flap gave the lowest wikitext2 perplexity: 129.6, 89.3% below networks (1,216); one measurement each, so no spread to judge the difference by.
+    >>> print(key.findings[0].text)  # doctest: +NORMALIZE_WHITESPACE
+    At 30% sparsity, flap gave the lowest wikitext2 perplexity: 129.6, 89.3% below networks
+    (1,216); one measurement each, so no spread to judge the difference by.
     >>> key.contradictions[0].text.startswith("This contradicts the paper")
     True
     """
