@@ -551,3 +551,15 @@ def test_every_figure_is_readable(maps_z, timecourses, effects, pruning_results)
     for fig in figures:
         assert overlapping_texts(fig) == [], fig
         assert panels_without_tick_labels(fig) == [], fig
+
+
+def test_two_maps_one_above_the_other_do_not_collide(maps_z):
+    """Tutorial 02 compares two methods' maps in stacked panels: titles, axis labels and
+    colour bars must not overlap (they did with a shared x axis and no layout engine)."""
+    fig = Figure(figsize=(9, 5.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1)
+    plot_network_map(maps_z, 1, threshold=3.0, ax=top, title="CanICA (torch), network 1")
+    plot_network_map(maps_z, 2, threshold=3.0, ax=bottom,
+                     title="DictLearning (nilearn), network 2")
+    fig.suptitle("Layer 12: the best-matched pair of maps, |r| = 0.87")
+    assert_readable(fig)

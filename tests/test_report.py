@@ -220,6 +220,16 @@ def test_interpret_names_the_winner_and_the_margin():
     assert "no spread" in winner.text
 
 
+def test_interpret_tells_apart_allocations_of_one_criterion():
+    rows = _pruning_rows() + [{"criterion": "flap", "sparsity": 0.3, "allocation": "adaptive",
+                               "value": 120.0}]
+    results = results_table(rows, model="m", dataset="wikitext2", metric="perplexity")
+    results.loc[results["allocation"] == "", "allocation"] = "uniform"
+    text = interpret(results).findings[0].text
+    assert text.startswith("At 30% sparsity, flap (adaptive) gave the lowest wikitext2 perplexity: "
+                           "120.0, 7.7% below flap (uniform) (130.0)")
+
+
 def test_interpret_says_when_the_difference_is_within_noise():
     results = results_table(_pruning_rows(seeds=(0, 1, 2), spread=0.05), model="m",
                             dataset="wikitext2", metric="perplexity")

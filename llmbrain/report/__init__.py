@@ -13,9 +13,9 @@ plainly, and says so when it contradicts an expectation such as
 from ._build import build_report
 from ._document import Report
 from ._format import format_number, format_table
-from ._interpret import (PUBLISHED_CLAIMS, Finding, KeyResult, compare_to_controls, interpret,
-                         speedups)
+from ._interpret import PUBLISHED_CLAIMS, Finding, KeyResult, interpret
 from ._methods import Methods, package_versions
+from ._stats import compare_to_controls, speedups
 
 __all__ = [
     "PUBLISHED_CLAIMS",

@@ -8,9 +8,10 @@ import xarray as xr
 
 from ..evaluation.results import results_table, to_wide
 from ._format import format_number
-from ._interpret import compare_to_controls, interpret, speedups
 from ._document import Report
+from ._interpret import interpret
 from ._methods import Methods
+from ._stats import compare_to_controls, speedups
 
 __all__ = ["build_report"]
 

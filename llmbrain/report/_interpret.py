@@ -18,9 +18,9 @@ import pandas as pd
 
 from ..evaluation.results import higher_is_better, results_table, summarize_seeds
 from ._format import format_number
+from ._stats import compare_to_controls, standard_error
 
-__all__ = ["PUBLISHED_CLAIMS", "Finding", "KeyResult", "compare_to_controls", "interpret",
-           "speedups"]
+__all__ = ["PUBLISHED_CLAIMS", "Finding", "KeyResult", "interpret"]
 
 #: What the papers llmbrain follows report, as expectations for :func:`interpret`.
 PUBLISHED_CLAIMS = {
@@ -112,11 +112,20 @@ def _pick(table: pd.DataFrame, metric, dataset):
     return metric, dataset, rows[rows["dataset"] == dataset]
 
 
-def _spread(row) -> float:
-    """Standard error of a summarised row: over seeds, else the row's own."""
-    if row["n_seeds"] > 1 and np.isfinite(row["sd"]):
-        return float(row["sd"] / np.sqrt(row["n_seeds"]))
-    return float(row["stderr"]) if np.isfinite(row["stderr"]) else np.nan
+_VARIANTS = ("allocation", "calibration", "protected_layers", "bias_compensation")
+
+
+def _label(summary: pd.DataFrame) -> pd.Series:
+    """Each pruned model's name: its criterion, with the settings that tell apart models of one
+    criterion (allocation, calibration data, ...) in parentheses."""
+    varying = [c for c in _VARIANTS
+               if summary.groupby("criterion")[c].nunique().gt(1).any()]
+    labels = []
+    for _, row in summary.iterrows():
+        extra = [f"{c}={row[c]}" if c in ("protected_layers", "bias_compensation") else
+                 str(row[c]) for c in varying if str(row[c]) not in ("", "False")]
+        labels.append(f"{row['criterion']} ({', '.join(extra)})" if extra else row["criterion"])
+    return pd.Series(labels, index=summary.index)
 
 
 def _winners(summary: pd.DataFrame, metric: str, dataset: str) -> tuple[Finding | None, dict]:
@@ -125,26 +134,27 @@ def _winners(summary: pd.DataFrame, metric: str, dataset: str) -> tuple[Finding 
     pruned = summary[summary["criterion"] != "dense"]
     if pruned.empty:
         return None, {}
+    pruned = pruned.assign(label=_label(pruned))
     winners, details = {}, []
     for sparsity, group in pruned.groupby("sparsity", sort=True):
-        group = group.groupby("criterion", sort=False).agg(
-            mean=("mean", "mean"), sd=("sd", "mean"), n_seeds=("n_seeds", "max"),
-            stderr=("stderr", "mean")).reset_index()
+        group = group.groupby("label", sort=False).agg(
+            criterion=("criterion", "first"), mean=("mean", "mean"), sd=("sd", "mean"),
+            n_seeds=("n_seeds", "max"), stderr=("stderr", "mean")).reset_index()
         group = group.sort_values("mean", ascending=not better_high).reset_index(drop=True)
         best = group.iloc[0]
-        winners[float(sparsity)] = (best["criterion"], group)
+        winners[float(sparsity)] = (best["label"], group)
         where = f"At {format_number(sparsity, 'percent')} sparsity"
         if len(group) == 1:
-            details.append(f"{where}, only {best['criterion']} was evaluated: "
+            details.append(f"{where}, only {best['label']} was evaluated: "
                            f"{metric} {_fmt(best['mean'], metric)}.")
             continue
         second = group.iloc[1]
-        line = (f"{where}, {best['criterion']} gave the {'highest' if better_high else 'lowest'} "
+        line = (f"{where}, {best['label']} gave the {'highest' if better_high else 'lowest'} "
                 f"{dataset} {metric}: {_fmt(best['mean'], metric)}, "
                 f"{_relative(best['mean'], second['mean'])} "
-                f"{'above' if better_high else 'below'} {second['criterion']} "
+                f"{'above' if better_high else 'below'} {second['label']} "
                 f"({_fmt(second['mean'], metric)})")
-        se = np.hypot(_spread(best), _spread(second))
+        se = np.hypot(standard_error(best), standard_error(second))
         if np.isfinite(se) and se > 0:
             z = abs(best["mean"] - second["mean"]) / se
             line += ("; the difference is within noise (less than 2 standard errors)" if z < 2
@@ -166,70 +176,6 @@ def _winners(summary: pd.DataFrame, metric: str, dataset: str) -> tuple[Finding 
         text = (f"Best criterion on {dataset} {metric} over {len(winners)} sparsities: "
                 + "; ".join(parts) + ".")
     return Finding("winner", text, details=details), winners
-
-
-def compare_to_controls(results, *, min_controls: int = 10, confidence: float = 0.95
-                        ) -> pd.DataFrame:
-    """Each intervention on a target against its matched random controls.
-
-    Parameters
-    ----------
-    results : pandas.DataFrame
-        A results table whose intervention rows have ``condition``
-        ``"network"`` (the target) or ``"random"`` (a control of the same
-        size per layer, one seed each).
-    min_controls : int, default=10
-        Controls needed before the target is judged against them.
-    confidence : float, default=0.95
-        Coverage of the prediction interval.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (intervention, target, dataset, metric):
-        ``target_value`` (mean over the target's rows), ``controls_mean``,
-        ``controls_low`` / ``controls_high`` (the ``confidence`` prediction
-        interval of one more control, Student's t over the controls),
-        ``n_controls``, ``ratio`` (target / controls mean), ``p_value`` (the
-        one-sided permutation p-value in the direction of harm,
-        ``(1 + #controls at least as harmful) / (1 + n)``; its smallest
-        possible value is ``1 / (n + 1)``) and ``beyond_controls`` (the
-        target lies outside the prediction interval on the harmful side).
-        The last two are NaN / False with fewer than ``min_controls``
-        controls.
-    """
-    from scipy import stats
-
-    table = results_table(results)
-    table = table[table["intervention"] != ""]
-    rows = []
-    keys = ["intervention", "target", "dataset", "metric"]
-    for key, group in table.groupby(keys, sort=False):
-        target = group[group["condition"] == "network"]["value"].to_numpy(dtype=float)
-        controls = group[group["condition"] == "random"]["value"].to_numpy(dtype=float)
-        if not target.size:
-            continue
-        value, n = float(target.mean()), int(controls.size)
-        row = dict(zip(keys, key), target_value=value, n_controls=n, controls_mean=np.nan,
-                   controls_low=np.nan, controls_high=np.nan, ratio=np.nan, p_value=np.nan,
-                   beyond_controls=False)
-        if n:
-            mean = float(controls.mean())
-            row.update(controls_mean=mean, ratio=value / mean if mean else np.nan)
-        if n >= 2:
-            half = (stats.t.ppf(0.5 + confidence / 2, n - 1) * controls.std(ddof=1)
-                    * np.sqrt(1 + 1 / n))
-            row.update(controls_low=mean - half, controls_high=mean + half)
-        if n >= max(min_controls, 2):
-            harmful_up = not higher_is_better(key[3])
-            harm = controls >= value if harmful_up else controls <= value
-            row["p_value"] = (1 + int(harm.sum())) / (1 + n)
-            row["beyond_controls"] = bool(value > row["controls_high"] if harmful_up
-                                          else value < row["controls_low"])
-        rows.append(row)
-    return pd.DataFrame(rows, columns=keys + ["target_value", "controls_mean", "controls_low",
-                                              "controls_high", "n_controls", "ratio", "p_value",
-                                              "beyond_controls"])
 
 
 def _networks_matter(results, min_controls, n_networks) -> tuple[Finding | None, bool | None]:
@@ -307,7 +253,8 @@ def _check_expectations(expectations, winners, metric, dataset, mattered, recurr
     findings = []
     if "best_criterion" in expectations and winners:
         expected = _as_set(expectations["best_criterion"])
-        lost = {s: w for s, w in winners.items() if w[0] not in expected}
+        lost = {s: (w[0], w[1]) for s, w in winners.items()
+                if w[1]["criterion"].iloc[0] not in expected}
         names = " or ".join(sorted(expected))
         if not lost:
             findings.append(Finding("expectation", f"As {source} report, {names} pruned best at "
@@ -315,14 +262,13 @@ def _check_expectations(expectations, winners, metric, dataset, mattered, recurr
         else:
             parts = []
             for s, (best, group) in lost.items():
-                ranks = {c: i + 1 for i, c in enumerate(group["criterion"])}
-                mine = [c for c in group["criterion"] if c in expected]
-                if mine:
-                    value = float(group.loc[group["criterion"] == mine[0], "mean"].iloc[0])
-                    parts.append(f"at {format_number(s, 'percent')}, {mine[0]} ranked "
-                                 f"{ranks[mine[0]]} of {len(group)} ({metric} "
-                                 f"{_fmt(value, metric)} vs {_fmt(group['mean'].iloc[0], metric)} "
-                                 f"for {best})")
+                mine = group.index[group["criterion"].isin(expected)]
+                if len(mine):
+                    row = group.loc[mine[0]]
+                    parts.append(f"at {format_number(s, 'percent')}, {row['label']} ranked "
+                                 f"{mine[0] + 1} of {len(group)} ({metric} "
+                                 f"{_fmt(row['mean'], metric)} vs "
+                                 f"{_fmt(group['mean'].iloc[0], metric)} for {best})")
                 else:
                     parts.append(f"at {format_number(s, 'percent')}, {names} was not evaluated")
             findings.append(Finding(
@@ -331,7 +277,7 @@ def _check_expectations(expectations, winners, metric, dataset, mattered, recurr
     for criterion, others in (expectations.get("beats") or {}).items():
         losses = []
         for s, (_, group) in winners.items():
-            values = dict(zip(group["criterion"], group["mean"]))
+            values = dict(zip(group["criterion"], group["mean"]))  # the first of each criterion
             if criterion not in values:
                 continue
             for other in _as_set(others):
@@ -435,53 +381,3 @@ def interpret(results, *, recurrence=None, expectations=None, metric=None, datas
         findings.append(Finding("winner", "The results hold no pruned model and no intervention "
                                 "to interpret.", "inconclusive"))
     return KeyResult(findings)
-
-
-def speedups(results, *, reference: str = "dense", metric: str = "tokens_per_s",
-             noise: float = 2.0) -> pd.DataFrame:
-    """Speed of every model relative to the dense one, with its spread.
-
-    Parameters
-    ----------
-    results : pandas.DataFrame
-        A results table with ``tokens_per_s`` rows whose ``stderr`` and ``n``
-        give the spread over timing repeats (or several seeds).
-    reference : str, default="dense"
-        Criterion of the reference model.
-    metric : str, default="tokens_per_s"
-    noise : float, default=2.0
-        A speed-up within ``noise`` standard errors of 1 is flagged.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``criterion``, ``sparsity``, ``allocation``, ``tokens_per_s``,
-        ``speedup``, ``speedup_stderr`` and ``within_noise``; the speed-up
-        is NaN where the spread of either model is unknown (a speed-up is
-        only shown with its spread).
-    """
-    table = results_table(results)
-    table = table[(table["metric"] == metric) & (table["intervention"] == "")]
-    columns = ["criterion", "sparsity", "allocation", "tokens_per_s", "speedup",
-               "speedup_stderr", "within_noise"]
-    if table.empty:
-        return pd.DataFrame(columns=columns)
-    summary = summarize_seeds(table)
-    summary["se"] = [_spread(row) for _, row in summary.iterrows()]
-    base = summary[summary["criterion"] == reference]
-    if base.empty:
-        raise ValueError(f"No {metric} row for the reference model (criterion {reference!r}).")
-    b, b_se = float(base["mean"].mean()), float(base["se"].mean())
-    rows = []
-    for _, row in summary.iterrows():
-        if row["criterion"] == reference:
-            continue
-        ratio = row["mean"] / b
-        se = ratio * np.hypot(row["se"] / row["mean"], b_se / b)
-        known = np.isfinite(se)
-        rows.append({"criterion": row["criterion"], "sparsity": row["sparsity"],
-                     "allocation": row["allocation"], "tokens_per_s": row["mean"],
-                     "speedup": ratio if known else np.nan,
-                     "speedup_stderr": se if known else np.nan,
-                     "within_noise": bool(known and abs(ratio - 1) < noise * se)})
-    return pd.DataFrame(rows, columns=columns)
