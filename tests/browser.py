@@ -12,6 +12,7 @@ import os
 import select
 import shutil
 import subprocess
+import tempfile
 import time
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,10 +45,11 @@ class Chromium:
             os.dup2(high_read, 3)
             os.dup2(high_write, 4)
 
+        self._log = tempfile.TemporaryFile()  # a file, not a pipe: the browser never blocks on it
         self.process = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe",
              "about:blank"], preexec_fn=connect, close_fds=False,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=self._log)
         os.close(to_browser_read)
         os.close(from_browser_write)
         self._buffer, self._next_id, self._events, self.session = b"", 0, [], None
@@ -73,6 +75,7 @@ class Chromium:
                 os.close(fd)
             except OSError:
                 pass
+        self._log.close()
 
     def _receive(self, deadline: float) -> dict:
         while b"\0" not in self._buffer:
@@ -81,7 +84,8 @@ class Chromium:
                 raise TimeoutError("Chromium did not answer in time.")
             chunk = os.read(self._read, 1 << 16)
             if not chunk:
-                error = self.process.stderr.read().decode(errors="replace")[-2000:]
+                self._log.seek(0)
+                error = self._log.read().decode(errors="replace")[-2000:]
                 raise RuntimeError(f"Chromium closed the protocol pipe: {error}")
             self._buffer += chunk
         message, _, self._buffer = self._buffer.partition(b"\0")

@@ -18,9 +18,10 @@ __all__ = ["build_report"]
 
 def _pruning_table(results: pd.DataFrame) -> pd.DataFrame:
     rows = results[(results["intervention"] == "") & (results["metric"] != "tokens_per_s")]
-    index = ["criterion", "sparsity"]
-    if rows.loc[rows["criterion"] != "dense", "allocation"].nunique() > 1:
-        index.append("allocation")
+    pruned = rows[rows["criterion"] != "dense"]
+    index = ["criterion", "sparsity"] + [
+        c for c in ("allocation", "calibration", "protected_layers", "bias_compensation")
+        if pruned[c].nunique() > 1]
     wide = to_wide(rows, index=index)
     if "n_params" in wide.columns:
         wide = wide.rename(columns={"n_params": "parameters"})
