@@ -466,3 +466,17 @@ def test_report_renders_in_headless_chromium(full_report, tmp_path, width):
     assert checks["title"] == "llmbrain report"
     assert checks["images"] == 9 and checks["broken"] == [] and checks["wide"] == []
     assert checks["overflow"] == []
+
+
+@pytest.mark.skipif(chromium_binary() is None,
+                    reason="Chromium is not installed (apt-get install chromium); CI installs it")
+def test_page_checks_catch_broken_images_and_overflowing_text(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text('<html><body><img src="missing.png" alt="gone">'
+                    '<div style="width: 120px"><p style="white-space: nowrap">'
+                    + "a sentence far too long for its box " * 3 + "</p></div></body></html>")
+    with Chromium(tmp_path / "profile") as browser:
+        browser.open(page.as_uri(), width=800)
+        checks = browser.evaluate(PAGE_CHECKS)
+    assert checks["broken"] == ["missing.png"]
+    assert any(item.startswith("P") for item in checks["overflow"])
