@@ -20,7 +20,7 @@ from .pruning import PruningPlan, load_pruned, make_plan, prune_model, save_prun
 from .recording import open_activations, record
 from .volumes import LLMVolumes, VolumeLayout, from_volumes, to_volumes
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "FunctionalNetworks",

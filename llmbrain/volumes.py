@@ -6,10 +6,25 @@ axis, like the volumes of an fMRI run. A mask image marks the voxels that are
 neurons (a slice may be padded) and a label image gives every voxel the
 position of its layer plus one, as an atlas does.
 
+The images invent no anatomy: the affine is the identity, so world
+coordinates are voxel indices (``x = neuron // ny``, ``y = neuron % ny``,
+``z`` = position of the layer), and the units are "unknown", neither
+millimetres nor seconds. (The sform code is nibabel's default, "aligned":
+with no code at all, nibabel and nilearn would fall back to a centred,
+left-right flipped affine.) View them one slice per layer with
+:func:`llmbrain.plotting.plot_layer_slices`, or with nilearn's viewers given
+``bg_img=None`` and ``annotate=False`` (no template brain, no left/right
+letters).
+
+Neighbouring voxels are unrelated neurons, so nilearn's spatial smoothing
+must stay off (``smoothing_fwhm=None`` in maskers and decompositions, its
+default only in some of them); so must detrending and other steps made for
+the BOLD signal, unless you mean them.
+
 >>> vols = to_volumes(ds.activations)                       # doctest: +SKIP
 >>> from nilearn.maskers import NiftiMasker                 # doctest: +SKIP
 >>> X = NiftiMasker(vols.mask_img).fit_transform(vols.img)  # doctest: +SKIP
->>> vols.layout.from_masked(X)                              # (token, layer, neuron)
+>>> vols.layout.from_masked(X)  # (token, layer, neuron)    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -169,17 +184,29 @@ def to_volumes(data: xr.DataArray | xr.Dataset) -> LLMVolumes:
     Returns
     -------
     LLMVolumes
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> from llmbrain import to_volumes
+    >>> data = xr.DataArray(np.zeros((5, 2, 1536), dtype=np.float16),
+    ...                     dims=("token", "layer", "neuron"), coords={"layer": [0, 1]})
+    >>> vols = to_volumes(data)
+    >>> vols.img.shape                           # 48 x 32 neurons, 2 layers, 5 tokens
+    (48, 32, 2, 5)
+    >>> vols.img.header.get_xyzt_units()         # no millimetres, no seconds
+    ('unknown', 'unknown')
     """
     if isinstance(data, xr.Dataset):
         data = data["activations"]
     layout = VolumeLayout.from_dataarray(data)
     values = np.asarray(data.values, dtype=np.float32)
     volume = layout.to_voxels(values)
-    affine = np.eye(4)
+    affine = np.eye(4)  # world coordinates = voxel indices: no anatomy, no millimetres
     img = nib.Nifti1Image(volume, affine)
-    if data.ndim == 3:
-        img.header.set_xyzt_units("mm", "unknown")
-    description = f"llmbrain {data.attrs.get('hook', '')} {data.attrs.get('model', '')}"
+    img.header.set_xyzt_units("unknown", "unknown")
+    description = (f"llmbrain {data.attrs.get('hook', '')} {data.attrs.get('model', '')}; "
+                   "x,y: neuron grid, z: layer")
     img.header["descrip"] = description[:79].encode()
     mask = layout.mask
     labels = np.zeros(layout.shape, dtype=np.int16)

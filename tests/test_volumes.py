@@ -74,3 +74,20 @@ def test_wrong_inputs_are_refused():
         load_volumes("/nonexistent-folder")
     img = nib.Nifti1Image(np.zeros((3, 2, 1, 4), dtype=np.float32), np.eye(4))
     assert from_volumes(img, layout).shape == (4, 1, 6)
+
+
+def test_images_invent_no_anatomy(tmp_path):
+    """Identity affine (world = voxel indices, layer k at z = k), no units, kept on disk."""
+    data = xr.DataArray(np.arange(2 * 3 * 12, dtype=np.float32).reshape(2, 3, 12),
+                        dims=("token", "layer", "neuron"), coords={"layer": [3, 5, 8]})
+    volumes = to_volumes(data)
+    for img in (volumes.img, volumes.mask_img, volumes.labels_img):
+        np.testing.assert_array_equal(img.affine, np.eye(4))
+    assert volumes.img.header.get_xyzt_units() == ("unknown", "unknown")
+    assert b"z: layer" in volumes.img.header["descrip"].tobytes()
+    loaded = load_volumes(save_volumes(volumes, tmp_path / "v"))
+    np.testing.assert_array_equal(loaded.img.affine, np.eye(4))  # not nibabel's flipped fallback
+    assert loaded.img.header.get_xyzt_units() == ("unknown", "unknown")
+    nx, ny, _ = volumes.layout.shape
+    # neuron 7 of the second layer (model layer 5) sits at voxel (7 // ny, 7 % ny, 1)
+    assert loaded.img.get_fdata()[7 // ny, 7 % ny, 1, 1] == data.sel(layer=5)[1, 7]

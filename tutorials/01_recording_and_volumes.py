@@ -26,17 +26,24 @@
 
 # %%
 # %matplotlib inline
+import atexit
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars as text
 
 import matplotlib.pyplot as plt
 import numpy as np
+from IPython.display import display
 
 import llmbrain
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 2048))  # raise it for real analyses
 workdir = Path(tempfile.mkdtemp(prefix="llmbrain-tutorial-01-"))
+atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # also if the notebook stops early
 
 # %% [markdown]
 # ## Load the model
@@ -109,15 +116,32 @@ back = volumes.layout.from_masked(X)
 print("back to (token, layer, neuron):", back.shape)
 
 # %% [markdown]
-# nilearn's plotting shows the mean absolute activity per voxel; each axial slice is one layer.
+# The default view draws every layer as one slice of the volume, as a neuroimager looks at a
+# brain one axial slice at a time: here the mean |activation| of each neuron. The first token of
+# every window (the BOS token) is left out: its activations are far larger than any other
+# token's and would set the colour scale alone. The axes are voxel indices, not millimetres: the
+# images carry an identity affine and no anatomy.
+
+# %%
+from llmbrain.plotting import plot_layer_slices
+
+fig = plot_layer_slices(ds.activations.isel(token=slice(0, 512)), layers=list(range(0, 30, 3)))
+display(fig)
+
+# %% [markdown]
+# nilearn's viewers show the same images; give them no background template (`bg_img=None`) and
+# no left/right annotation (`annotate=False`), which would invent anatomy. Neighbouring voxels
+# are unrelated neurons, so nilearn's spatial smoothing must stay off (`smoothing_fwhm=None`,
+# as `NiftiMasker` does by default above).
 
 # %%
 from nilearn import image, plotting
 
-mean_abs = image.math_img("np.mean(np.abs(img), axis=-1)", img=volumes.img)
-display = plotting.plot_img(mean_abs, display_mode="z", cut_coords=[0, 6, 12, 18, 24, 29],
-                            cmap="magma", colorbar=True, title="mean |activation| per layer",
-                            black_bg=False)
+no_bos = ds.activations.isel(token=np.flatnonzero(ds.position.values[:512] > 0))
+mean_abs = image.math_img("np.mean(np.abs(img), axis=-1)", img=llmbrain.to_volumes(no_bos).img)
+plotting.plot_img(mean_abs, display_mode="z", cut_coords=[0, 6, 12, 18, 24, 29], cmap="magma",
+                  colorbar=True, annotate=False, black_bg=False, draw_cross=False,
+                  title="mean |activation|, layers 0, 6, 12, 18, 24, 29")
 plt.show()
 
 # %% [markdown]
@@ -128,3 +152,12 @@ restored = llmbrain.from_volumes(volumes.img, volumes.layout)
 original = ds.activations.isel(token=slice(0, 512)).values
 assert np.array_equal(restored.values.astype(np.float16), original)
 print("exact round trip over", original.size, "values")
+
+# %% [markdown]
+# ## Clean up
+# The recordings and models written above live in a temporary folder; remove it. (If the
+# notebook stops early, the folder is removed when its kernel exits.)
+
+# %%
+shutil.rmtree(workdir, ignore_errors=True)
+print("removed", workdir)

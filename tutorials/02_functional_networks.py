@@ -32,10 +32,14 @@
 
 # %%
 # %matplotlib inline
+import atexit
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars as text
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,6 +55,7 @@ N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 3072))  # raise it for
 N_COMPONENTS = int(os.environ.get("LLMBRAIN_TUTORIAL_COMPONENTS", 10))
 THRESHOLD = 3.6
 workdir = Path(tempfile.mkdtemp(prefix="llmbrain-tutorial-02-"))
+atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # also if the notebook stops early
 
 # %% [markdown]
 # ## Record the neurons
@@ -98,12 +103,14 @@ display(fig)
 # %%
 key = canica.key_neurons_
 sizes = canica.network_masks_.sum(("layer", "neuron")).to_series()
-print(f"{int(key.sum())} key neurons of {key.size} ({key.mean().item():.1%}) at |z| > {THRESHOLD}")
-print("neurons per network:", sizes.to_dict())
+print(f"{int(key.sum())} key neurons of {key.size} ({key.mean().item():.1%}): |z| > {THRESHOLD} "
+      "in at least one network (the union over networks)")
+print("key neurons per network:", sizes.to_dict())
 
 # %% [markdown]
 # The maps are also NIfTI images (x, y = neurons of a layer, z = layer), so nilearn's viewers
-# work on them unchanged. Here is the first network, one axial slice per layer.
+# work on them unchanged. Here is the first network, one axial slice per layer; no template
+# brain and no left/right letters, which would invent anatomy.
 
 # %%
 from nilearn import image
@@ -111,9 +118,16 @@ from nilearn import plotting as niplot
 
 first_map = image.index_img(canica.maps_z_img_, 0)
 niplot.plot_stat_map(first_map, bg_img=None, display_mode="z", cut_coords=[0, 6, 12, 18, 24, 29],
-                     threshold=THRESHOLD, colorbar=True, black_bg=False,
-                     title="network 0, |z| > 3.6")
+                     threshold=THRESHOLD, colorbar=True, black_bg=False, annotate=False,
+                     draw_cross=False, title="network 0, |z| > 3.6, layers 0, 6, 12, 18, 24, 29")
 plt.show()
+
+# %% [markdown]
+# llmbrain's own view draws every layer, with voxel-index axes:
+
+# %%
+fig = plotting.plot_layer_slices(canica.maps_z_, component=0, threshold=THRESHOLD)
+display(fig)
 
 # %% [markdown]
 # ## Comparison: nilearn's DictLearning on one layer
@@ -138,13 +152,14 @@ print(pd.DataFrame({"dictlearning component": match, "|r|": np.abs(r).round(2)},
                    index=pd.Index(range(len(match)), name="canica component")))
 
 # %%
-fig, axes = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True)
 best = int(np.nanargmax(np.abs(r)))
-plotting.plot_network_map(canica_layer.maps_z_, best, threshold=THRESHOLD, ax=axes[0],
-                          title=f"CanICA (torch), layer {LAYER}, network {best}")
-plotting.plot_network_map(dictlearning.maps_z_, int(match[best]), threshold=THRESHOLD, ax=axes[1],
-                          title=f"DictLearning (nilearn), matched network {int(match[best])}, "
-                                f"|r| = {abs(r[best]):.2f}")
+fig = plt.figure(figsize=(9, 5.2), layout="constrained")
+top, bottom = fig.subplots(2, 1)
+plotting.plot_network_map(canica_layer.maps_z_, best, threshold=THRESHOLD, ax=top,
+                          title=f"CanICA (torch), network {best}")
+plotting.plot_network_map(dictlearning.maps_z_, int(match[best]), threshold=THRESHOLD,
+                          ax=bottom, title=f"DictLearning (nilearn), network {int(match[best])}")
+fig.suptitle(f"Layer {LAYER}: the best-matched pair of maps, |r| = {abs(r[best]):.2f}")
 plt.show()
 
 # %% [markdown]
@@ -163,12 +178,12 @@ for c in timecourses["component"].values:
 pd.DataFrame(top).T.rename(columns=lambda i: f"top {i + 1}")
 
 # %% [markdown]
-# The time courses over a passage of text, one row per network (heatmap) and the three largest
-# networks as lines:
+# The time courses over a passage of text, one panel per network on a shared scale (small
+# multiples stay readable with many networks; `kind="heatmap"` draws them as one image). The
+# first token of the window, the BOS token, is left out (`start=1`).
 
 # %%
-largest = list(sizes.sort_values(ascending=False).index[:3])
-fig = plotting.plot_timecourses(timecourses, components=largest, start=0, stop=60)
+fig = plotting.plot_timecourses(timecourses, start=1, stop=61)
 display(fig)
 
 # %% [markdown]
@@ -193,8 +208,8 @@ display(fig)
 votes = recurrence.result_["key_neurons_votes"]
 print("key neurons per number of runs where they are key:",
       {int(v): int((votes == v).sum()) for v in range(1, recurrence.n_runs + 1)})
-print("union over runs:", int(recurrence.key_neurons_union_.sum()),
-      "| majority:", int(recurrence.key_neurons_majority_.sum()))
+print("key in at least one run (union over runs):", int(recurrence.key_neurons_union_.sum()),
+      "| in a majority of runs:", int(recurrence.key_neurons_majority_.sum()))
 
 # %% [markdown]
 # ## Save and load
@@ -208,3 +223,12 @@ reloaded = load_networks(folder)
 assert np.array_equal(reloaded.key_neurons_.values, canica.key_neurons_.values)
 assert np.allclose(reloaded.maps_z_.values, canica.maps_z_.values)
 print("reloaded networks: identical key neurons and maps")
+
+# %% [markdown]
+# ## Clean up
+# The recordings and models written above live in a temporary folder; remove it. (If the
+# notebook stops early, the folder is removed when its kernel exits.)
+
+# %%
+shutil.rmtree(workdir, ignore_errors=True)
+print("removed", workdir)

@@ -28,11 +28,15 @@
 
 # %%
 # %matplotlib inline
+import atexit
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
-import pandas as pd
+warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars as text
+
 import torch
 from IPython.display import display
 
@@ -40,15 +44,18 @@ import llmbrain
 from llmbrain import plotting
 from llmbrain.corpus import load_corpus
 from llmbrain.evaluation import perplexity
+from llmbrain.evaluation.results import results_table
 from llmbrain.interventions import ablate, amplify, matched_random
 from llmbrain.networks import FunctionalNetworks
+from llmbrain.report import compare_to_controls, interpret
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 2048))  # raise it for real analyses
 N_COMPONENTS = int(os.environ.get("LLMBRAIN_TUTORIAL_COMPONENTS", 8))
 EVAL_WINDOWS = int(os.environ.get("LLMBRAIN_TUTORIAL_EVAL_WINDOWS", 4))  # windows of 128 tokens
-N_CONTROLS = 2  # random control sets per condition
+N_CONTROLS = int(os.environ.get("LLMBRAIN_TUTORIAL_CONTROLS", 10))  # random sets per target
 THRESHOLD = 3.6
 workdir = Path(tempfile.mkdtemp(prefix="llmbrain-tutorial-03-"))
+atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # also if the notebook stops early
 
 # %% [markdown]
 # ## Fitting text and held-out text
@@ -111,48 +118,62 @@ baseline = held_out_perplexity()
 print(f"unmodified model: perplexity {baseline:.3f} on {EVAL_WINDOWS} windows of 128 tokens")
 
 interventions = {"ablate": lambda mask: ablate(model, mask),
-                 "amplify x3": lambda mask: amplify(model, mask, scale=3.0)}
-rows = []
+                 "amplify": lambda mask: amplify(model, mask, scale=3.0)}
+rows = [{"metric": "perplexity", "value": baseline}]  # the unmodified model
 for name, mask in targets.items():
     for intervention, apply in interventions.items():
         with apply(mask):
-            rows.append(dict(network=name, intervention=intervention, condition="network",
-                             seed=-1, metric="perplexity", value=held_out_perplexity()))
+            rows.append({"intervention": intervention, "target": name, "condition": "network",
+                         "metric": "perplexity", "value": held_out_perplexity()})
         for seed in range(N_CONTROLS):
             with apply(matched_random(mask, seed=seed, exclude=True)):
-                rows.append(dict(network=name, intervention=intervention, condition="random",
-                                 seed=seed, metric="perplexity", value=held_out_perplexity()))
-effects = pd.DataFrame(rows)
+                rows.append({"intervention": intervention, "target": name,
+                             "condition": "random", "seed": seed, "metric": "perplexity",
+                             "value": held_out_perplexity()})
 assert abs(held_out_perplexity() - baseline) < 1e-6  # hooks removed: the model is unchanged
-effects
+results = results_table(rows, model="default", dataset="held-out built-in documents",
+                        protocol=f"window=128, {EVAL_WINDOWS} windows")
+results.head()
 
 # %% [markdown]
-# The table below sets each network's effect against its random controls (the ratio of
-# perplexities to the unmodified model).
+# `results` is llmbrain's tidy results table: one measured number per row, with the
+# intervention, its target, whether the neurons were the target itself or a random control
+# (`condition`), the seed of the control, the data and the protocol. Plots and reports read it
+# as it is.
 
 # %%
-summary = (effects.assign(ratio=effects["value"] / baseline)
-           .groupby(["network", "intervention", "condition"])["ratio"].mean().unstack("condition"))
-summary["network / random"] = summary["network"] / summary["random"]
-summary.round(3)
-
-# %%
-fig = plotting.plot_intervention_effects(effects, baseline={"perplexity": baseline})
+fig = plotting.plot_intervention_effects(results)
 display(fig)
 
 # %% [markdown]
-# How to read it: a network matters for this text when its ablation raises the perplexity well
-# above the spread of its random controls. With `N_CONTROLS` random sets and a few hundred
-# evaluation tokens, small differences are within noise; raise `EVAL_WINDOWS`, `N_CONTROLS` and
-# the number of fitted tokens before drawing conclusions. Mean ablation (`ablate(model, mask,
-# mode="mean", means=stats)` with calibration statistics from `llmbrain.pruning`) is a gentler
-# lesion that keeps each neuron's average contribution.
+# ## Did the networks matter?
+# A target matters when its effect lies beyond what random neurons of the same size do.
+# `compare_to_controls` sets each target against the 95% prediction interval of its controls
+# (where a further control would fall) and gives the permutation p-value (the share of controls
+# at least as harmful; with `N_CONTROLS` controls it cannot go below 1 / (N_CONTROLS + 1)). At
+# least 10 controls per target are needed to judge; `interpret` then says in words what the
+# table shows, next to the published claim that silencing key neurons hurts far more than
+# silencing random ones.
 
 # %%
-ablated = effects.query("intervention == 'ablate'")
-for name in targets:
-    own = ablated.query("network == @name and condition == 'network'")["value"].iloc[0]
-    controls = ablated.query("network == @name and condition == 'random'")["value"]
-    verdict = "above" if own > controls.max() else "not above"
-    print(f"{name:>16}: ablated {own:9.3f}  random controls {controls.min():.3f}-"
-          f"{controls.max():.3f}  -> {verdict} every control")
+compare_to_controls(results).round(3)
+
+# %%
+print(interpret(results, expectations={"networks_matter": True,
+                                       "source": "arXiv:2502.20408"}))
+
+# %% [markdown]
+# How to read it: with a few hundred evaluation tokens and a recording of a few thousand, the
+# networks are noisy and so are their effects; raise `EVAL_WINDOWS`, `N_CONTROLS` and the number
+# of fitted tokens before drawing conclusions. Mean ablation (`ablate(model, mask, mode="mean",
+# means=stats)` with calibration statistics from `llmbrain.pruning`) is a gentler lesion that
+# keeps each neuron's average contribution.
+
+# %% [markdown]
+# ## Clean up
+# The recordings and models written above live in a temporary folder; remove it. (If the
+# notebook stops early, the folder is removed when its kernel exits.)
+
+# %%
+shutil.rmtree(workdir, ignore_errors=True)
+print("removed", workdir)

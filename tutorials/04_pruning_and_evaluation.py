@@ -30,10 +30,15 @@
 
 # %%
 # %matplotlib inline
+import atexit
 import copy
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars as text
 
 import numpy as np
 import pandas as pd
@@ -43,12 +48,15 @@ from IPython.display import display
 import llmbrain
 from llmbrain import plotting
 from llmbrain.corpus import load_corpus
+from llmbrain.datasets import DatasetNotFoundError, fetch_c4, fetch_wikitext2, fetch_zeroshot_tasks
 from llmbrain.evaluation import (count_parameters, evaluate_zeroshot, load_wikitext2,
                                  measure_efficiency, perplexity)
+from llmbrain.evaluation.results import results_table, to_wide
 from llmbrain.interventions import ablate
 from llmbrain.networks import FunctionalNetworks
 from llmbrain.pruning import (CRITERIA, collect_calibration_stats, load_pruned,
                               make_plan, prune_model, save_pruned, score_neurons)
+from llmbrain.report import PUBLISHED_CLAIMS, interpret
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 1024))  # calibration tokens
 EVAL_WINDOWS = int(os.environ.get("LLMBRAIN_TUTORIAL_EVAL_WINDOWS", 4))  # windows of 128 tokens
@@ -56,41 +64,37 @@ ZEROSHOT_LIMIT = int(os.environ.get("LLMBRAIN_TUTORIAL_ZEROSHOT_LIMIT", 20))  # 
 SPARSITIES = [float(s) for s in
               os.environ.get("LLMBRAIN_TUTORIAL_SPARSITIES", "0.2,0.4").split(",")]
 workdir = Path(tempfile.mkdtemp(prefix="llmbrain-tutorial-04-"))
+atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # also if the notebook stops early
 
 # %% [markdown]
 # ## Data
-# The evaluation data are not part of llmbrain: every function takes paths. This notebook looks
-# for a data folder (the `LLMBRAIN_DATA` environment variable, else a `shared/data` folder beside
-# the repository) holding WikiText-2, C4 calibration text and ARC-Easy. Without it, it falls
-# back to the built-in corpus: calibration on its first documents, perplexity on its last ones
-# (disjoint), and no zero-shot task.
+# The evaluation data are not part of llmbrain. `llmbrain.datasets` finds them in the data
+# directory (the `LLMBRAIN_DATA` environment variable, else `~/llmbrain_data`) and checks them
+# against their catalogued checksums; `fetch_wikitext2()`, `fetch_c4()` and
+# `fetch_zeroshot_tasks()` download what is missing when called online (here `download=False`,
+# so the notebook never waits on a network). Without the data, the notebook falls back to the
+# built-in corpus: calibration on its first documents, perplexity on its last ones (disjoint),
+# and no zero-shot task.
 
 # %%
-def find_data_folder():
-    """A folder holding the evaluation data, or None."""
-    candidates = [Path(os.environ["LLMBRAIN_DATA"])] if os.environ.get("LLMBRAIN_DATA") else []
-    candidates += [parent / "shared" / "data" for parent in [Path.cwd(), *Path.cwd().parents]]
-    candidates.append(Path(llmbrain.__file__).resolve().parents[1] / ".." / "shared" / "data")
-    for folder in candidates:
-        if (folder / "wikitext2_raw").is_dir():
-            return folder.resolve()
-    return None
-
-
-data = find_data_folder()
-if data is not None:
-    calibration_texts = load_corpus(data / "calibration" / "c4" / "c4_en_train_first1000.jsonl")
-    eval_text = load_wikitext2(data / "wikitext2_raw" / "test.hf_rows_newline_joined.txt")
-    eval_name = "WikiText-2 test"
-    print("data folder:", data)
-else:
+try:
+    wikitext = fetch_wikitext2(download=False)
+    c4 = fetch_c4(download=False)
+    zeroshot = fetch_zeroshot_tasks(["arc_easy"], download=False)
+except DatasetNotFoundError as err:
+    print(str(err).splitlines()[0])
     documents = load_corpus("default")
     calibration_texts, eval_text = documents[:60], "\n\n".join(documents[60:])
-    eval_name = "held-out built-in documents"
-    print("no data folder found: calibrating and evaluating on disjoint built-in documents")
+    eval_name, zeroshot = "held-out built-in documents", None
+    print("calibrating and evaluating on disjoint built-in documents instead")
+else:
+    calibration_texts = load_corpus(c4.path)
+    eval_text, eval_name = load_wikitext2(wikitext.path), "wikitext2"
+    print("data directory:", zeroshot.root)
 # the windows scored are the first ones: a generous prefix of the text gives the same windows
 eval_text = eval_text[:EVAL_WINDOWS * 128 * 12]
 print(f"calibration: {len(calibration_texts)} documents; evaluation: {eval_name}")
+
 
 # %% [markdown]
 # ## Calibration
@@ -118,23 +122,28 @@ print(networks.summary().splitlines()[1])
 # small for a benchmark: standard errors are printed.
 
 # %%
-def evaluate(m):
+def evaluate(m, **model_keys):
+    """Rows of the results table for model ``m``: perplexity, accuracy and parameters."""
     with torch.no_grad():
         ppl, details = perplexity(m, tokenizer, eval_text, window=128, max_windows=EVAL_WINDOWS,
                                   progress=False, return_details=True)
-        assert details["n_windows"] == EVAL_WINDOWS, details
-        result = {"perplexity": ppl}
-        if data is not None:
-            zs = evaluate_zeroshot(m, tokenizer, data, tasks=["arc_easy"], limit=ZEROSHOT_LIMIT,
-                                   progress=False)
-            result["avg_accuracy"] = float(zs["acc"].mean())
-            result["acc_stderr"] = float(zs["acc_stderr"].mean())
-    return result
+    assert details["n_windows"] == EVAL_WINDOWS, details
+    rows = [{**model_keys, "dataset": eval_name, "protocol": "window=128", "metric": "perplexity",
+             "value": ppl, "n": EVAL_WINDOWS},
+            {**model_keys, "dataset": "", "metric": "n_params",
+             "value": count_parameters(m)["n_params"]}]
+    if zeroshot is not None:
+        scores = evaluate_zeroshot(m, tokenizer, zeroshot.root, tasks=zeroshot.tasks,
+                                   limit=ZEROSHOT_LIMIT, progress=False)
+        rows += [{**model_keys, "dataset": task, "protocol": "0-shot", "metric": "acc",
+                  "value": scores.loc[task, "acc"], "stderr": scores.loc[task, "acc_stderr"],
+                  "n": scores.loc[task, "n"]} for task in scores.index]
+    return rows
 
 
-dense_params = count_parameters(model)["n_params"]
-rows = [{"criterion": "dense", "sparsity": 0.0, "parameters": dense_params, **evaluate(model)}]
-pd.DataFrame(rows)
+rows = evaluate(model, criterion="dense")
+dense_params = rows[1]["value"]
+results_table(rows, model="default")
 
 # %% [markdown]
 # ## Prune with every criterion
@@ -160,12 +169,16 @@ for sparsity in SPARSITIES:
         plan = make_plan(scores, sparsity=sparsity, allocation="uniform")
         pruned = prune_model(copy.deepcopy(model), plan,
                              bias_compensation=stats if criterion == "flap" else None)
-        rows.append({"criterion": name, "sparsity": sparsity,
-                     "parameters": count_parameters(pruned)["n_params"], **evaluate(pruned)})
+        rows += evaluate(pruned, criterion=name, sparsity=sparsity, allocation="uniform",
+                         bias_compensation=criterion == "flap")
         plans[(name, sparsity)] = plan
         del pruned
-results = pd.DataFrame(rows)
-results.round(4)
+results = results_table(rows, model="default")
+to_wide(results)
+
+# %% [markdown]
+# `results` is llmbrain's tidy results table, one measured number per row; `to_wide` makes it
+# a table for people, and the figures read it directly. Each curve starts at the dense model.
 
 # %%
 fig = plotting.plot_pruning_curves(results)
@@ -173,15 +186,18 @@ display(fig)
 
 # %% [markdown]
 # With uniform allocation every criterion keeps the same number of neurons per layer, so the
-# parameter counts match; what differs is *which* neurons stay. `plot_kept_neurons` shows the
-# per-layer counts; with `allocation="adaptive"` (FLAP's structure search) they would differ.
+# parameter counts match; what differs is *which* neurons stay. `plot_kept_neurons` draws
+# criteria with identical per-layer counts as one line; FLAP's adaptive structure search
+# (`allocation="adaptive"`) spreads the sparsity differently over layers. The right panel shows
+# which share of each layer's key neurons every criterion keeps.
 
 # %%
 sparsity = max(SPARSITIES)
 adaptive = make_plan(score_neurons(model, "flap", calibration=stats), sparsity=sparsity,
                      allocation="adaptive")
-fig = plotting.plot_kept_neurons({"uniform (all criteria)": plans[("networks", sparsity)],
-                                  "flap, adaptive": adaptive})
+compared = {name: plans[(name, sparsity)] for name in ("networks", "contextual", "random")}
+fig = plotting.plot_kept_neurons({**compared, "flap (adaptive)": adaptive},
+                                 key_neurons=networks.key_neurons_)
 display(fig)
 
 # %% [markdown]
@@ -198,13 +214,14 @@ overlap = pd.DataFrame([[len(kept[a] & kept[b]) / len(kept[a] | kept[b]) for b i
                         for a in VARIANTS], index=list(VARIANTS), columns=list(VARIANTS))
 overlap.round(2)
 
+# %% [markdown]
+# `interpret` states the result in words: the winner at each sparsity and its margin over the
+# runner-up, and where it contradicts the published claim that keeping the networks prunes best.
+# With one measurement per model there is no spread to judge small differences by: only
+# `EVAL_WINDOWS * 128` tokens are scored.
+
 # %%
-ranked = results.query("criterion != 'dense'").sort_values(["sparsity", "perplexity"])
-for s, group in ranked.groupby("sparsity"):
-    order = ", ".join(f"{c} {p:.2f}" for c, p in zip(group["criterion"], group["perplexity"]))
-    print(f"sparsity {s:.0%}: perplexity, best first: {order}")
-print(f"dense: {rows[0]['perplexity']:.2f}. Only {EVAL_WINDOWS * 128} evaluation tokens: "
-      "differences of a few percent are within noise.")
+print(interpret(results, expectations=PUBLISHED_CLAIMS))
 
 # %% [markdown]
 # Reading the ranking: the key neurons found on this small recording are a few percent of all
@@ -249,3 +266,12 @@ efficiency = pd.DataFrame({name: measure_efficiency(m, tokenizer, batch_size=2, 
                                                     warmup=1, repeats=3)
                            for name, m in [("dense", model), (f"networks {sparsity:.0%}", pruned)]})
 efficiency.loc[["n_params", "n_mlp_params", "weight_bytes", "tokens_per_s"]]
+
+# %% [markdown]
+# ## Clean up
+# The recordings and models written above live in a temporary folder; remove it. (If the
+# notebook stops early, the folder is removed when its kernel exits.)
+
+# %%
+shutil.rmtree(workdir, ignore_errors=True)
+print("removed", workdir)

@@ -28,11 +28,16 @@
 
 # %%
 # %matplotlib inline
+import atexit
 import copy
 import json
 import os
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # progress bars as text
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -42,18 +47,23 @@ import torch
 import llmbrain
 from llmbrain import plotting
 from llmbrain.corpus import load_corpus
+from llmbrain.datasets import DatasetNotFoundError, fetch_dataset, fetch_wikitext2
 from llmbrain.evaluation import load_text, load_wikitext2, perplexity
+from llmbrain.evaluation.results import results_table, to_wide
 from llmbrain.pruning import collect_calibration_stats, make_plan, prune_model, score_neurons
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 1024))  # calibration tokens per domain
 EVAL_WINDOWS = int(os.environ.get("LLMBRAIN_TUTORIAL_EVAL_WINDOWS", 4))  # windows of 128 tokens
 SPARSITY = float(os.environ.get("LLMBRAIN_TUTORIAL_SPARSITY", 0.3))
 workdir = Path(tempfile.mkdtemp(prefix="llmbrain-tutorial-05-"))
+atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # also if the notebook stops early
 
 # %% [markdown]
 # ## Domain texts
-# The texts are not part of llmbrain. The notebook looks for a data folder (the `LLMBRAIN_DATA`
-# environment variable, else a `shared/data` folder beside the repository) and uses:
+# The texts are not part of llmbrain. `llmbrain.datasets` finds them in the data directory (the
+# `LLMBRAIN_DATA` environment variable, else `~/llmbrain_data`), checks their catalogued
+# checksums, and downloads what is missing when asked to (`download=True`, the default; this
+# notebook passes `download=False` so that it never waits on a network). It uses:
 #
 # * **legal**: the US Code, calibrating on Title 11 (bankruptcy) and evaluating on Title 17
 #   (copyright), two different files;
@@ -61,22 +71,11 @@ workdir = Path(tempfile.mkdtemp(prefix="llmbrain-tutorial-05-"))
 #   split and evaluating on the test split's abstracts;
 # * **general**: WikiText-2 test, for neither domain.
 #
-# Without the data folder it falls back to the built-in corpus (CPython's documentation), split
+# Without the data it falls back to the built-in corpus (CPython's documentation), split
 # into two halves that stand in for the two "domains": they are the same kind of text, so the
 # cross table then shows no domain effect, only the mechanics.
 
 # %%
-def find_data_folder():
-    """A folder holding the evaluation data, or None."""
-    candidates = [Path(os.environ["LLMBRAIN_DATA"])] if os.environ.get("LLMBRAIN_DATA") else []
-    candidates += [parent / "shared" / "data" for parent in [Path.cwd(), *Path.cwd().parents]]
-    candidates.append(Path(llmbrain.__file__).resolve().parents[1] / ".." / "shared" / "data")
-    for folder in candidates:
-        if (folder / "domain").is_dir() and (folder / "wikitext2_raw").is_dir():
-            return folder.resolve()
-    return None
-
-
 def pubmedqa_abstracts(folder):
     """Abstracts of PubMedQA (PQA-L), split into (not in the test split, in the test split)."""
     items = json.loads((folder / "ori_pqal.json").read_text())
@@ -86,24 +85,29 @@ def pubmedqa_abstracts(folder):
             [text for pmid, text in abstracts.items() if pmid in test_ids])
 
 
-data = find_data_folder()
-if data is not None:
-    legal = data / "domain" / "legal" / "uscode"
-    medical_calibration, medical_test = pubmedqa_abstracts(data / "domain" / "medical" / "pubmedqa")
-    calibration = {"legal": [load_text(legal / "Title_11.txt")],
+try:
+    uscode = fetch_dataset("uscode", download=False)
+    pubmedqa = fetch_dataset("pubmedqa", download=False)
+    wikitext = fetch_wikitext2(download=False)
+except DatasetNotFoundError as err:
+    print(str(err).splitlines()[0])
+    uscode = None
+if uscode is not None:
+    titles = {path.stem: path for path in uscode.files}
+    medical_calibration, medical_test = pubmedqa_abstracts(pubmedqa.files[0].parent)
+    calibration = {"legal": [load_text(titles["Title_11"])],
                    "medical": medical_calibration}
-    evaluation = {"legal": load_text(legal / "Title_17.txt"),
+    evaluation = {"legal": load_text(titles["Title_17"]),
                   "medical": "\n\n".join(medical_test),
-                  "general": load_wikitext2(data / "wikitext2_raw" /
-                                            "test.hf_rows_newline_joined.txt")}
-    print("data folder:", data)
+                  "general": load_wikitext2(wikitext.path)}
+    print("data directory:", uscode.root)
 else:
     documents = load_corpus("default")
     half = len(documents) // 2
     calibration = {"legal": documents[:half - 8], "medical": documents[half:-8]}
     evaluation = {"legal": "\n\n".join(documents[half - 8:half]),
                   "medical": "\n\n".join(documents[-8:])}
-    print("no data folder found: the two 'domains' are halves of the built-in corpus")
+    print("the two 'domains' are halves of the built-in corpus instead")
 # the windows scored are the first ones: a generous prefix of each text gives the same windows
 evaluation = {name: text[:EVAL_WINDOWS * 128 * 12] for name, text in evaluation.items()}
 for name, text in evaluation.items():
@@ -155,9 +159,14 @@ plt.show()
 # %% [markdown]
 # ## In and out of domain: the cross table
 # Every model is scored on the first `EVAL_WINDOWS` windows of 128 tokens of every evaluation
-# text.
+# text. The scores go into llmbrain's results table (one number per row, with the criterion and
+# the calibration data that made each model); `to_wide` lays them out as models × texts.
 
 # %%
+pruning = {"dense": {"criterion": "dense"},
+           "random-pruned": {"criterion": "random", "sparsity": SPARSITY, "seed": 0}}
+pruning.update({f"{domain}-pruned": {"criterion": "contextual", "calibration": domain,
+                                     "sparsity": SPARSITY} for domain in calibration})
 rows = []
 for name, m in models.items():
     for corpus, text in evaluation.items():
@@ -165,9 +174,12 @@ for name, m in models.items():
             ppl, details = perplexity(m, tokenizer, text, window=128, max_windows=EVAL_WINDOWS,
                                       progress=False, return_details=True)
         assert details["n_windows"] == EVAL_WINDOWS, (name, corpus, details)
-        rows.append({"model": name, "evaluated on": corpus, "perplexity": ppl})
-table = pd.DataFrame(rows).pivot(index="model", columns="evaluated on", values="perplexity")
-table = table.loc[list(models), list(evaluation)]
+        rows.append({**pruning[name], "dataset": corpus, "metric": "perplexity", "value": ppl,
+                     "n": EVAL_WINDOWS})
+results = results_table(rows, model="default", allocation="uniform", protocol="window=128")
+table = to_wide(results, index=["criterion", "calibration"], columns=["dataset"])
+table.index = pd.Index(list(models), name="model")  # rows in the order the models were scored
+table = table[list(evaluation)]
 table.round(2)
 
 # %% [markdown]
@@ -201,3 +213,12 @@ for domain in calibration:
     print(f"on {domain} text: {domain}-pruned x{own:.2f}, {other_text}, "
           f"random x{relative.loc['random-pruned', domain]:.2f} -> the in-domain model is "
           f"{'best' if own <= min(others.values()) else 'not best'} here")
+
+# %% [markdown]
+# ## Clean up
+# The recordings and models written above live in a temporary folder; remove it. (If the
+# notebook stops early, the folder is removed when its kernel exits.)
+
+# %%
+shutil.rmtree(workdir, ignore_errors=True)
+print("removed", workdir)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["check_columns", "check_dataarray", "component_labels", "layer_values", "select_component"]
+__all__ = ["above_threshold", "check_columns", "check_dataarray", "component_labels",
+           "layer_values", "select_component"]
 
 
 def check_dataarray(obj, name: str, allowed_dims: list[tuple[str, ...]]) -> xr.DataArray:
@@ -36,7 +37,8 @@ def check_columns(df, name: str, required, optional=()) -> pd.DataFrame:
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ValueError(f"{name} lacks the column(s) {missing}; it needs columns "
-                         f"{list(required)}" + (f" (optionally {list(optional)})" if optional else "")
+                         f"{list(required)}"
+                         + (f" (optionally {list(optional)})" if optional else "")
                          + f" and has {list(df.columns)}.")
     if len(df) == 0:
         raise ValueError(f"{name} has no rows.")
@@ -62,8 +64,16 @@ def select_component(da: xr.DataArray, component, name: str) -> xr.DataArray:
         values = list(da["component"].values)
         if component not in values:
             raise ValueError(f"component {component!r} is not in {name}; "
-                             f"available components: {values[:20]}{' ...' if len(values) > 20 else ''}.")
+                             f"available components: {values[:20]}"
+                             f"{' ...' if len(values) > 20 else ''}.")
         return da.sel(component=component)
     if not (isinstance(component, (int, np.integer)) and 0 <= component < da.sizes["component"]):
-        raise ValueError(f"component must be an integer in [0, {da.sizes['component']}); got {component!r}.")
+        raise ValueError(f"component must be an integer in [0, {da.sizes['component']}); "
+                         f"got {component!r}.")
     return da.isel(component=int(component))
+
+
+def above_threshold(values: np.ndarray, threshold) -> np.ndarray:
+    """The key-neuron rule of the estimators: ``|z| > threshold`` (strict; NaN is never key)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(values) > threshold

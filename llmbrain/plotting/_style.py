@@ -14,14 +14,17 @@ import zlib
 from pathlib import Path
 
 import matplotlib as mpl
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 __all__ = [
     "DIVERGING_CMAP",
+    "NETWORK_PALETTE",
     "OKABE_ITO",
     "SEQUENTIAL_CMAP",
     "criterion_color",
+    "network_color",
     "network_colors",
     "plot_style",
     "savefig",
@@ -112,13 +115,50 @@ def criterion_color(name: str) -> str:
     return _CYCLE[zlib.crc32(key.encode()) % len(_CYCLE)]
 
 
+#: Colours of networks 0-19: the Okabe-Ito colours, then colours chosen from Kelly's and Tol's
+#: palettes to be as far as possible from those before them (every pair differs by at least
+#: 25 CIELAB units; no grey, which marks controls and missing values).
+NETWORK_PALETTE: tuple[str, ...] = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+    "#C2B280", "#332288", "#BE0032", "#654522", "#F99379", "#882255", "#8DB600", "#882D17",
+    "#999933", "#2B3D26", "#604E97", "#AA4499",
+)
+
+
+def network_color(index) -> str:
+    """Colour of network ``index`` (0-based), the same in every figure.
+
+    Networks 0-19 get :data:`NETWORK_PALETTE`; later ones a fixed colour of
+    the ``turbo`` colormap (golden-ratio steps), which may resemble others.
+    """
+    index = int(index)
+    if index < 0:
+        raise ValueError(f"Network indices start at 0, got {index}.")
+    if index < len(NETWORK_PALETTE):
+        return NETWORK_PALETTE[index]
+    step = ((index - len(NETWORK_PALETTE)) * 0.6180339887) % 1.0
+    return mpl.colors.to_hex(mpl.colormaps["turbo"](0.05 + 0.9 * step))
+
+
 def network_colors(n: int) -> list[str]:
-    """``n`` distinguishable colours for networks (Okabe–Ito first, then tab20)."""
-    base = _CYCLE + [OKABE_ITO["black"]]
-    if n <= len(base):
-        return base[:n]
-    extra = mpl.colormaps["tab20"].colors
-    return base + [mpl.colors.to_hex(extra[i % len(extra)]) for i in range(n - len(base))]
+    """Colours of networks 0 to n - 1 (see :func:`network_color`).
+
+    The first 20 are mutually distinct (every pair differs by at least 25
+    CIELAB units); draw more networks as small multiples or a labelled
+    atlas rather than by colour alone.
+    """
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}.")
+    return [network_color(i) for i in range(n)]
+
+
+def color_of_label(label, position: int) -> str:
+    """Colour of a network named by a coordinate value: by its index when the label is
+    an integer, else by its position."""
+    try:
+        return network_color(int(label))
+    except (TypeError, ValueError):
+        return network_color(position)
 
 
 def savefig(fig: Figure, path, *, dpi: int = 150) -> Path:
@@ -160,7 +200,6 @@ def finish(fig: Figure, output_file) -> Figure:
 
 def log_axis(ax, values, axis: str = "y") -> None:
     """Log scale with plain-number tick labels, denser when ``values`` span little."""
-    import numpy as np
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     values = np.asarray(values, dtype=float)
@@ -174,6 +213,13 @@ def log_axis(ax, values, axis: str = "y") -> None:
     target.set_minor_formatter(NullFormatter())
 
 
+def label_all_panels(axes) -> None:
+    """Show tick labels on every panel, also where axes share an axis."""
+    for ax in np.ravel(axes):
+        if ax.get_visible():
+            ax.tick_params(labelbottom=True, labelleft=True)
+
+
 def text_color_on(rgba) -> str:
     """Black or white, whichever reads better on a background colour."""
     r, g, b = rgba[:3]
@@ -183,8 +229,9 @@ def text_color_on(rgba) -> str:
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-_CRITERION_MARKERS = {"networks": "o", "network": "o", "networks+contextual": "P", "contextual": "s", "magnitude": "^",
-                      "wanda_sp": "D", "wanda": "D", "flap": "v", "random": "X", "activation": "P"}
+_CRITERION_MARKERS = {"networks": "o", "network": "o", "networks+contextual": "P",
+                      "contextual": "s", "magnitude": "^", "wanda_sp": "D", "wanda": "D", "flap": "v", "random": "X",
+                      "activation": "P"}
 
 
 def marker_for(name) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ._inputs import check_columns
-from ._style import GREY, OKABE_ITO, finish, log_axis, new_figure, plot_style
+from ._style import GREY, OKABE_ITO, finish, label_all_panels, log_axis, new_figure, plot_style
 
 __all__ = ["plot_intervention_effects"]
 
@@ -38,6 +38,20 @@ def _spread(x: np.ndarray, errorbar: str) -> float:
     return sem if errorbar == "sem" else 1.96 * sem
 
 
+def _from_results(df: pd.DataFrame):
+    """Intervention rows of a results table (``target`` as ``network``) and the baseline."""
+    from ..evaluation.results import results_table
+
+    table = results_table(df)
+    plain = table[(table["intervention"] == "") & (table["criterion"] == "dense")]
+    baseline = plain.groupby("metric")["value"].mean().to_dict()
+    rows = table[table["intervention"] != ""].rename(columns={"target": "network"})
+    if rows.empty:
+        raise ValueError("The results table has no intervention rows (the column 'intervention' "
+                         "is empty everywhere).")
+    return rows, baseline
+
+
 def plot_intervention_effects(df, *, metrics=None, baseline=None, errorbar="sd",
                               log_perplexity=True, output_file=None):
     """Plot the effect of ablating/amplifying each network next to matched random controls.
@@ -45,16 +59,20 @@ def plot_intervention_effects(df, *, metrics=None, baseline=None, errorbar="sd",
     Parameters
     ----------
     df : pandas.DataFrame
-        One row per measurement, columns ``network``, ``intervention``
-        (e.g. ``"ablate"``, ``"amplify"``), ``condition`` (``"network"`` or
-        ``"random"``), ``metric`` (e.g. ``"perplexity"``), ``value``, and
+        A results table (:mod:`llmbrain.evaluation.results`): its rows with
+        an ``intervention`` are drawn by ``target``, and the unmodified
+        model's rows (criterion ``"dense"``, no intervention) give the
+        baseline. Or any table with columns ``network`` (or ``target``),
+        ``intervention`` (e.g. ``"ablate"``, ``"amplify"``), ``condition``
+        (``"network"`` or ``"random"``), ``metric``, ``value`` and
         optionally ``seed``. Several rows of one (network, intervention,
         condition, metric), e.g. random controls with different seeds, are
         drawn as faint points plus their mean ± ``errorbar``.
     metrics : list of str, optional
         Metrics to draw, one row of panels each; default all in ``df``.
     baseline : float or dict of str to float, optional
-        Value of each metric for the unmodified model, drawn as a dashed line.
+        Value of each metric for the unmodified model, drawn as a dashed line
+        (default: from the results table, when it has one).
     errorbar : {"sd", "sem", "ci95"}
         Spread shown around means of repeated measurements.
     log_perplexity : bool
@@ -67,12 +85,16 @@ def plot_intervention_effects(df, *, metrics=None, baseline=None, errorbar="sd",
     matplotlib.figure.Figure
         One panel per (metric, intervention).
     """
+    if isinstance(df, pd.DataFrame) and "target" in df.columns and "network" not in df.columns:
+        df, found = _from_results(df)
+        baseline = found if baseline is None and found else baseline
     df = check_columns(df, "df", _COLUMNS, optional=("seed",))
     if errorbar not in _ERRORBARS:
         raise ValueError(f"errorbar must be one of {list(_ERRORBARS)}; got {errorbar!r}.")
     unknown = set(df["condition"]) - set(_CONDITIONS)
     if unknown:
-        raise ValueError(f"condition must be 'network' or 'random'; found {sorted(map(str, unknown))}.")
+        raise ValueError("condition must be 'network' or 'random'; found "
+                         f"{sorted(map(str, unknown))}.")
     metrics = _ordered(df["metric"], sort=False) if metrics is None else list(metrics)
     missing = [m for m in metrics if m not in set(df["metric"])]
     if missing:
@@ -81,7 +103,8 @@ def plot_intervention_effects(df, *, metrics=None, baseline=None, errorbar="sd",
     networks = _ordered(df["network"])
     if baseline is not None and not isinstance(baseline, dict):
         if len(metrics) != 1:
-            raise ValueError("baseline must be a dict metric -> value when several metrics are drawn.")
+            raise ValueError("baseline must be a dict metric -> value when several metrics are "
+                             "drawn.")
         baseline = {metrics[0]: baseline}
     x = {n: i for i, n in enumerate(networks)}
     with plot_style():
@@ -121,6 +144,7 @@ def plot_intervention_effects(df, *, metrics=None, baseline=None, errorbar="sd",
                     ax.set_ylabel(str(metric).replace("_", " ").capitalize())
                 if r == len(metrics) - 1:
                     ax.set_xlabel("Network")
+        label_all_panels(axes)
         handles = {}
         for ax in axes.flat:
             for h, lab in zip(*ax.get_legend_handles_labels()):

@@ -17,9 +17,10 @@ import xarray as xr
 from matplotlib.colors import BoundaryNorm, ListedColormap
 import matplotlib as mpl
 
-from ._inputs import check_dataarray, component_labels, layer_values, select_component
-from ._style import (DIVERGING_CMAP, figure_and_axes, finish, network_colors, new_figure,
-                     plot_style)
+from ._inputs import (above_threshold, check_dataarray, component_labels, layer_values,
+                      select_component)
+from ._style import (DIVERGING_CMAP, color_of_label, figure_and_axes, finish, label_all_panels,
+                     new_figure, plot_style)
 
 __all__ = ["plot_network_atlas", "plot_network_map", "plot_networks"]
 
@@ -92,7 +93,8 @@ def plot_network_map(maps_z, component, threshold=None, *, ax=None, neuron_bin="
     component : int or coordinate value
         Which network to draw (a value of the ``component`` coordinate).
     threshold : float, optional
-        Neurons with |z| below it are drawn in light grey.
+        Only key neurons, ``|z| > threshold`` (the estimators' rule), are
+        coloured; the others are drawn in light grey.
     ax : matplotlib.axes.Axes, optional
         Axes to draw in; a new figure is made otherwise.
     neuron_bin : "auto" or int
@@ -119,7 +121,7 @@ def plot_network_map(maps_z, component, threshold=None, *, ax=None, neuron_bin="
     _check_threshold(threshold)
     values = np.asarray(one.values, dtype=float)
     if threshold:
-        values = np.where(np.abs(values) >= threshold, values, np.nan)
+        values = np.where(above_threshold(values, threshold), values, np.nan)
     bin_size = _neuron_bin(values.shape[1], neuron_bin)
     shown = _pick_by_magnitude(values, values, bin_size)
     if vmax is None:
@@ -133,7 +135,7 @@ def plot_network_map(maps_z, component, threshold=None, *, ax=None, neuron_bin="
         ax.set_ylabel("Layer")
         label = title if title is not None else f"Network {component}"
         if threshold:
-            label += f" (|z| ≥ {threshold:g})"
+            label += f" (|z| > {threshold:g})"
         ax.set_title(label)
         if colorbar:
             cbar = fig.colorbar(img, ax=ax, label="z-score", shrink=0.9)
@@ -152,8 +154,9 @@ def plot_networks(maps_z, threshold=None, *, kind="grid", components=None, ncols
     maps_z : xarray.DataArray, dims (component, layer, neuron)
         z-scored network maps.
     threshold : float, optional
-        Neurons with |z| below it are hidden. For ``kind="atlas"`` the default
-        is 3.6, the |z| commonly used to select key neurons.
+        Only key neurons, ``|z| > threshold``, are coloured. For
+        ``kind="atlas"`` the default is 3.6, the |z| commonly used to select
+        key neurons.
     kind : {"grid", "atlas"}
         ``"grid"``: one small map per network sharing one colour bar.
         ``"atlas"``: see :func:`plot_network_atlas`.
@@ -184,7 +187,7 @@ def plot_networks(maps_z, threshold=None, *, kind="grid", components=None, ncols
     _check_threshold(threshold)
     values = np.asarray(maps_z.values, dtype=float)
     if threshold:
-        values = np.where(np.abs(values) >= threshold, values, np.nan)
+        values = np.where(above_threshold(values, threshold), values, np.nan)
     n_comp, n_layers, n_neurons = values.shape
     bin_size = _neuron_bin(n_neurons, neuron_bin)
     if vmax is None:
@@ -211,10 +214,11 @@ def plot_networks(maps_z, threshold=None, *, kind="grid", components=None, ncols
                 ax.set_ylabel("Layer")
             if i // ncols == nrows - 1 or i + ncols >= n_comp:
                 ax.set_xlabel("Neuron index")
+        label_all_panels(axes)
         fig.colorbar(img, ax=axes, label="z-score", shrink=0.8)
         title = "Network maps"
         if threshold:
-            title += f" (|z| ≥ {threshold:g})"
+            title += f" (|z| > {threshold:g})"
         if bin_size > 1:
             title += f"; neurons in bins of {bin_size}, largest |z| shown"
         fig.suptitle(title)
@@ -229,7 +233,8 @@ def plot_network_atlas(maps_z, threshold=3.6, *, ax=None, neuron_bin="auto", out
     maps_z : xarray.DataArray, dims (component, layer, neuron)
         z-scored network maps.
     threshold : float
-        Neurons whose largest |z| is below it are left blank (default 3.6).
+        Only neurons with ``|z| > threshold`` in some network (key neurons)
+        are coloured (default 3.6).
     ax : matplotlib.axes.Axes, optional
         Axes to draw in.
     neuron_bin : "auto" or int
@@ -247,13 +252,14 @@ def plot_network_atlas(maps_z, threshold=3.6, *, ax=None, neuron_bin="auto", out
     values = np.where(np.isnan(values), -np.inf, values)
     strength = values.max(axis=0)
     network = values.argmax(axis=0).astype(float)
-    network[~(strength >= (threshold or 0))] = np.nan
+    network[~above_threshold(strength, threshold or 0)] = np.nan
     strength = np.where(np.isnan(network), np.nan, strength)
     n_comp, _, n_neurons = values.shape
     bin_size = _neuron_bin(n_neurons, neuron_bin)
     shown = _pick_by_magnitude(network, strength, bin_size)
     labels = component_labels(maps_z)
-    cmap = ListedColormap(network_colors(n_comp)).with_extremes(bad="white")
+    cmap = ListedColormap([color_of_label(label, i) for i, label in enumerate(labels)])
+    cmap = cmap.with_extremes(bad="white")
     norm = BoundaryNorm(np.arange(n_comp + 1) - 0.5, n_comp)
     with plot_style():
         fig, ax = figure_and_axes(ax, (6.4, 3.6))
@@ -262,7 +268,7 @@ def plot_network_atlas(maps_z, threshold=3.6, *, ax=None, neuron_bin="auto", out
                       else f"Neuron index (bins of {bin_size}, strongest neuron shown)")
         ax.set_ylabel("Layer")
         n_kept = int(np.isfinite(network).sum())
-        ax.set_title(f"Network atlas: {n_kept} neurons with max |z| ≥ {threshold:g}")
+        ax.set_title(f"Network atlas: {n_kept:,} key neurons (|z| > {threshold:g})")
         cbar = fig.colorbar(img, ax=ax, label="Network", shrink=0.9)
         step = max(1, math.ceil(n_comp / 20))
         ticks = np.arange(0, n_comp, step)

@@ -43,6 +43,10 @@ def _layer_ticks(ax, layers, axis="y"):
 def plot_key_neurons(key_masks, *, annotate="auto", output_file=None, ax=None):
     """Plot the number of key neurons per layer, for each network and for their union.
 
+    The union here is over the networks of one run (neurons key in at least
+    one network); the union over runs, which pruning keeps, is another mask
+    (``NetworkRecurrence.key_neurons_union_``), drawn by passing it alone.
+
     Parameters
     ----------
     key_masks : xarray.DataArray of bool, dims (layer, neuron) or (component, layer, neuron)
@@ -73,7 +77,7 @@ def plot_key_neurons(key_masks, *, annotate="auto", output_file=None, ax=None):
             fig, ax = figure_and_axes(ax, (4.0, max(2.5, 0.14 * len(layers) + 1)))
             _union_bars(ax, counts, layers, n_per_layer)
             ax.set_ylabel("Layer")
-            ax.set_title(f"Key neurons: {int(counts.sum())} in total")
+            ax.set_title(f"Key neurons: {int(counts.sum()):,} in total")
         return finish(fig, output_file)
     if ax is not None:
         raise ValueError("Masks per network are drawn in two panels; pass ax=None.")
@@ -106,7 +110,7 @@ def plot_key_neurons(key_masks, *, annotate="auto", output_file=None, ax=None):
         fig.colorbar(img, ax=ax_map, label="Key neurons (count)", shrink=0.9, location="left",
                      pad=0.02)
         _union_bars(ax_bar, union, np.arange(len(layers)), n_per_layer, tick_labels=False)
-        ax_bar.set_title(f"Union: {int(union.sum())} neurons")
+        ax_bar.set_title(f"Union over networks: {int(union.sum()):,}")
         ax_bar.tick_params(labelleft=True)
     return finish(fig, output_file)
 

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import xarray as xr
 import matplotlib as mpl
+from matplotlib.ticker import MaxNLocator
 
 from ._inputs import check_dataarray, component_labels, select_component
-from ._style import DIVERGING_CMAP, finish, network_colors, new_figure, plot_style
+from ._style import DIVERGING_CMAP, color_of_label, finish, new_figure, plot_style
 
 __all__ = ["plot_timecourses"]
 
@@ -61,7 +62,7 @@ def _token_axis(ax, labels):
 
 
 def plot_timecourses(timecourses, token_text=None, components=None, start=0, stop=None, *,
-                     kind="both", value_label="Network activity (a.u.)", output_file=None):
+                     kind="auto", value_label="Network activity (a.u.)", output_file=None):
     """Plot network time courses over tokens, showing which words drive which network.
 
     Parameters
@@ -77,11 +78,14 @@ def plot_timecourses(timecourses, token_text=None, components=None, start=0, sto
     start, stop : int, optional
         Token positions to draw, ``timecourses[start:stop]`` (default: from
         ``start`` up to 60 tokens, so the words stay readable).
-    kind : {"both", "heatmap", "lines"}
-        ``"heatmap"``: network × token image; ``"lines"``: one line per
-        network; ``"both"``: the two stacked, sharing the token axis.
+    kind : {"auto", "lines", "heatmap", "both"}
+        ``"lines"``: small multiples, one panel per network with its own
+        value ticks, on a shared token axis and a shared value scale;
+        ``"heatmap"``: one network × token image; ``"both"``: the heatmap
+        above the small multiples. ``"auto"``: small multiples for up to 12
+        networks, else the heatmap.
     value_label : str
-        Label of the colour bar / y axis.
+        Label of the colour bar / value axis.
     output_file : str or Path, optional
         Save the figure there (``.png``, ``.pdf`` or ``.svg``).
 
@@ -90,8 +94,8 @@ def plot_timecourses(timecourses, token_text=None, components=None, start=0, sto
     matplotlib.figure.Figure
     """
     timecourses = check_dataarray(timecourses, "timecourses", [("token", "component")])
-    if kind not in ("both", "heatmap", "lines"):
-        raise ValueError(f"kind must be 'both', 'heatmap' or 'lines'; got {kind!r}.")
+    if kind not in ("auto", "both", "heatmap", "lines"):
+        raise ValueError(f"kind must be 'auto', 'lines', 'heatmap' or 'both'; got {kind!r}.")
     labels_all = _token_texts(timecourses, token_text)
     n_tokens = timecourses.sizes["token"]
     if stop is None:
@@ -108,33 +112,45 @@ def plot_timecourses(timecourses, token_text=None, components=None, start=0, sto
     values = np.asarray(tc.values, dtype=float)  # (token, component)
     breaks = _document_breaks(tc)
     n_tok, n_comp = values.shape
-    width = min(max(6.0, 0.16 * n_tok + 2.0), 18.0)
-    heights = {"heatmap": [max(1.6, 0.28 * n_comp + 0.8)], "lines": [2.6]}
-    heights["both"] = heights["heatmap"] + heights["lines"]
+    if kind == "auto":
+        kind = "lines" if n_comp <= 12 else "heatmap"
+    width = min(max(6.0, 0.16 * n_tok + 2.4), 18.0)
+    panels = {"heatmap": [max(1.6, 0.26 * n_comp + 0.8)], "lines": [0.85] * n_comp}
+    panels["both"] = panels["heatmap"] + panels["lines"]
+    ratios = panels[kind]
+    colors = [color_of_label(name, i) for i, name in enumerate(names)]
+    vmax = float(np.nanmax(np.abs(values))) or 1.0
+    tick = float(MaxNLocator(2, steps=[1, 2, 2.5, 5, 10]).tick_values(0, 0.8 * vmax)[-2]) or vmax
     with plot_style():
-        fig = new_figure((width, sum(heights[kind]) + 1.3))
-        axes = fig.subplots(len(heights[kind]), 1, sharex=True, squeeze=False,
-                            gridspec_kw={"height_ratios": heights[kind]})[:, 0]
+        fig = new_figure((width, sum(ratios) + 1.6))
+        axes = fig.subplots(len(ratios), 1, sharex=True, squeeze=False,
+                            gridspec_kw={"height_ratios": ratios})[:, 0]
         if kind in ("both", "heatmap"):
             ax = axes[0]
-            vmax = float(np.nanmax(np.abs(values))) or 1.0
             img = ax.imshow(values.T, aspect="auto", interpolation="nearest", cmap=DIVERGING_CMAP,
                             norm=mpl.colors.Normalize(-vmax, vmax), origin="upper")
-            ax.set_yticks(np.arange(n_comp), [f"Network {c}" for c in names]
-                          if n_comp <= 30 else None)
+            step = max(1, math.ceil(n_comp / 30))
+            ax.set_yticks(np.arange(0, n_comp, step), [f"Network {names[i]}"
+                                                       for i in range(0, n_comp, step)])
             ax.spines[:].set_visible(False)
             fig.colorbar(img, ax=ax, label=value_label, shrink=0.9, pad=0.01)
         if kind in ("both", "lines"):
-            ax = axes[-1]
-            for (j, name), color in zip(enumerate(names), network_colors(n_comp)):
-                ax.plot(np.arange(n_tok), values[:, j], color=color, linewidth=1.2,
-                        marker="o", markersize=2.5, label=f"Network {name}")
-            ax.axhline(0, color="#7F7F7F", linewidth=0.6)
-            ax.set_ylabel(value_label)
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), ncols=1 + n_comp // 12)
+            line_axes = axes[-n_comp:]
+            for ax, name, color, series in zip(line_axes, names, colors, values.T):
+                x = np.arange(n_tok)
+                ax.fill_between(x, 0, series, color=color, alpha=0.25, linewidth=0)
+                ax.plot(x, series, color=color, linewidth=1.2, marker="o", markersize=2)
+                ax.axhline(0, color="#7F7F7F", linewidth=0.6)
+                ax.set_ylim(-1.2 * vmax, 1.2 * vmax)
+                ax.set_yticks([-tick, 0, tick])
+                ax.set_ylabel(f"Network {name}", rotation=0, ha="right", va="center",
+                              color=color if color != "#F0E442" else "black")
+                ax.grid(True, axis="x", color="#eeeeee", linewidth=0.5)
+            fig.supylabel(value_label, fontsize=9)
         for ax in axes:
             for b in breaks:
                 ax.axvline(b - 0.5, color="black", linestyle="--", linewidth=0.8)
+            ax.tick_params(labelleft=True)
         for ax in axes[:-1]:
             ax.tick_params(labelbottom=False)
         _token_axis(axes[-1], labels)
