@@ -42,12 +42,12 @@ class RunningMoments:
     -----
     The first axis of every chunk is the sample axis; the remaining axes are
     features of any shape (``(neuron,)``, ``(layer, neuron)``, ...). A
-    chunk's moments are computed in float64, a slice of at most 2**20 values
+    chunk's moments are computed in float64, a slice of at most 2**18 values
     at a time (so the working copy stays small whatever the chunk's size and
     dtype), then merged into the running ones.
     """
 
-    _PIECE_ELEMENTS = 1 << 20     # float64 working copy of at most 8 MB
+    _PIECE_ELEMENTS = 1 << 18     # float64 working copy of at most 2 MB
 
     def __init__(self, *, absolute: bool = False) -> None:
         self.absolute = absolute
@@ -80,10 +80,11 @@ class RunningMoments:
         step = max(1, self._PIECE_ELEMENTS // n_b)
         parts = []
         for start in range(0, flat.shape[1], step):
-            piece = flat[:, start:start + step].to(torch.float64)
-            var, mean = torch.var_mean(piece, dim=0, correction=0)
-            parts.append((mean, var * n_b, torch.linalg.vector_norm(piece, ord=1, dim=0)
-                          if self.absolute else None))
+            piece = flat[:, start:start + step].to(torch.float64, copy=True)
+            abs_sum = piece.abs().sum(dim=0) if self.absolute else None
+            mean = piece.mean(dim=0)
+            m2 = piece.sub_(mean).square_().sum(dim=0)     # two passes: no cancellation
+            parts.append((mean, m2, abs_sum))
         mean_b, m2_b = (torch.cat([p[i] for p in parts]).reshape(x.shape[1:]) for i in (0, 1))
         abs_b = (torch.cat([p[2] for p in parts]).reshape(x.shape[1:]) if self.absolute
                  else None)

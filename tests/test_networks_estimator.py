@@ -238,7 +238,9 @@ def test_save_load_exact_for_an_image_and_mask(tmp_path, data):
                                   np.asarray(vols.mask_img.dataobj))
     _assert_same_fit(est, back, vols.img)
     key = nib.load(tmp_path / "nets" / "key_neurons.nii.gz")
-    assert key.shape == vols.img.shape[:3] + (1,)
+    assert key.shape == vols.img.shape[:3]
+    np.testing.assert_array_equal(np.asarray(key.dataobj)[np.asarray(vols.mask_img.dataobj) > 0],
+                                  est.key_neurons_.values[0])
 
 
 def test_recurrence_keeps_the_image_space(tmp_path, data):
@@ -252,3 +254,17 @@ def test_recurrence_keeps_the_image_space(tmp_path, data):
     assert back.get_params()["cutoff"] == 0.6 and back.verbose == 0
     assert back.estimator.get_params()["n_components"] == 3
     _assert_same_fit(rec.runs_[1], back.runs_[1], vols.img)
+
+
+def test_loads_networks_saved_before_the_parameter_renames(fitted, data):
+    import json
+
+    ds = fitted.to_dataset()
+    params = json.loads(ds.attrs["params"])
+    params["n_restarts"], params["progress"] = params.pop("n_init"), bool(params.pop("verbose"))
+    ds.attrs["params"] = json.dumps(params)
+    for name in ("input_type", "layout", "mask_img_given"):
+        del ds.attrs[name]
+    back = FunctionalNetworks.from_dataset(ds)
+    assert back.n_init == 2 and back.verbose == 0 and back.layout_ == fitted.layout_
+    np.testing.assert_array_equal(back.transform(data).values, fitted.transform(data).values)

@@ -159,6 +159,9 @@ class NetworkSpaceMixin(TransformerMixin):
         """
         check_is_fitted(self)
         projection = self._projection(maps)
+        if isinstance(time_courses, xr.DataArray) and set(time_courses.dims) == {"token",
+                                                                                 "component"}:
+            time_courses = time_courses.transpose("token", "component")
         values = np.asarray(time_courses, dtype=np.float64)
         if values.ndim != 2 or values.shape[1] != projection.n_components:
             raise ValueError(f"Expected time courses of shape (n_tokens, "

@@ -180,25 +180,24 @@ def _iterate(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, to
     x = x1.to(iter_dtype)
     w = _sym_decorrelation(w_init)
     r = w.shape[0]
-    active = torch.arange(r, device=w.device)   # restarts still iterating
+    active = torch.arange(r)                    # restarts still iterating (on the CPU)
     iters, done, finite = [max_iter] * r, [False] * r, [True] * r
     for it in range(max_iter):
-        wa = w[active]
+        rows = active.to(w.device)
+        wa = w[rows]
         gx, g_x = _contrast(fun, wa.to(iter_dtype) @ x)           # (a, k, v), (a, k)
         w1 = (gx @ x.T).to(torch.float64) / n_vox - g_x.to(torch.float64).unsqueeze(-1) * wa
         w1 = _sym_decorrelation(w1)
         ok = torch.isfinite(w1).flatten(1).all(dim=1)
         w1 = torch.where(ok[:, None, None], w1, wa)
         lim = (torch.einsum("rij,rij->ri", w1, wa).abs() - 1).abs().amax(dim=1)
-        w[active] = w1
-        finished = ((lim < tol) & ok).cpu()
-        failed = (~ok).cpu()
-        for idx, f, bad in zip(active.tolist(), finished.tolist(), failed.tolist()):
-            if f:
-                iters[idx], done[idx] = it + 1, True
-            elif bad:
-                iters[idx], finite[idx] = it + 1, False
-        active = active[~(finished | failed).to(active.device)]
+        w[rows] = w1
+        finished, failed = torch.stack([(lim < tol) & ok, ~ok]).cpu()   # one sync
+        for idx in active[finished].tolist():
+            iters[idx], done[idx] = it + 1, True
+        for idx in active[failed].tolist():
+            iters[idx], finite[idx] = it + 1, False
+        active = active[~(finished | failed)]
         if active.numel() == 0:
             break
     return w, iters, done, finite

@@ -264,7 +264,8 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
                     blocks, [layers[i] for i in unit], source.data["neuron"].values, rng)
             if not np.isfinite(maps).all():
                 raise RuntimeError(f"The {self.method} maps of unit {u} (layers "
-                                   f"{[layers[i] for i in unit]}) are not finite.")
+                                   f"{[layers[i] for i in unit]}) are not finite: try another "
+                                   "method or backend, or check the activations.")
             if self.method != "dictlearning":   # DictLearning keeps nilearn's sign rule
                 maps = flip_signs(maps)
             done.update(unit)
@@ -476,6 +477,9 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
     def from_dataset(cls, ds: xr.Dataset) -> FunctionalNetworks:
         """Rebuild a fitted estimator from :meth:`to_dataset`'s output."""
         params = json.loads(ds.attrs["params"])
+        for old, new in (("n_restarts", "n_init"), ("progress", "verbose")):  # llmbrain 0.1
+            if old in params:
+                params[new] = int(params.pop(old))
         if params.get("layout") is not None:
             params["layout"] = VolumeLayout(tuple(params["layout"]["layers"]),
                                             tuple(params["layout"]["neurons"]))

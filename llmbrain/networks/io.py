@@ -47,7 +47,9 @@ def _write_networks(est: FunctionalNetworks, folder: Path) -> None:
     est.to_dataset().to_zarr(folder / "networks.zarr", mode="w", consolidated=False)
     nib.save(est.components_img_, folder / "components.nii.gz")
     nib.save(est.maps_z_img_, folder / "maps_z.nii.gz")
-    nib.save(est._to_img(est.key_neurons_.values[None]), folder / "key_neurons.nii.gz")
+    key = est._to_img(est.key_neurons_.values[None])          # in the fitted image space
+    nib.save(nib.Nifti1Image(np.asarray(key.dataobj)[..., 0], key.affine),
+             folder / "key_neurons.nii.gz")
     (folder / _KIND).write_text(json.dumps({"kind": "networks"}))
 
 
