@@ -191,8 +191,7 @@ class NetworkRecurrence(MetaEstimatorMixin, BaseEstimator):
 
     A scikit-learn meta-estimator: the networks of each run are found by a
     clone of ``estimator``, whose parameters are reached as
-    ``estimator__<name>`` (``get_params(deep=True)``, ``set_params``,
-    ``GridSearchCV``).
+    ``estimator__<name>`` (``get_params(deep=True)``, ``set_params``).
 
     Parameters
     ----------
