@@ -152,12 +152,12 @@ def part_compare(args, data: xr.DataArray) -> None:
     print(f"[compare] {n_tokens} tokens x {n_layers * n_neurons} voxels, k={args.components}, "
           f"{args.groups} groups, {args.restarts} restarts, fun={args.fun}")
     common = dict(n_components=args.components, scope="all", n_groups=args.groups,
-                  n_restarts=args.restarts, random_state=args.seed, progress=False)
+                  n_init=args.restarts, random_state=args.seed, verbose=0)
     times = {}
     for device in args.device.split(","):
         if device.startswith("cuda"):
             # warm-up: CUDA context and kernels (not counted)
-            FunctionalNetworks(**{**common, "n_restarts": 1}, fun=args.fun,
+            FunctionalNetworks(**{**common, "n_init": 1}, fun=args.fun,
                                device=device).fit(data.isel(token=slice(0, 512)))
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -220,14 +220,14 @@ def part_stream(args, folder: Path) -> None:
     print(f"[stream] store {args.stream_tokens} tokens x {n_vox} voxels = {store_gb:.3f} GB "
           f"(float16) on disk; max_memory_gb={memory_gb:.3f} ({args.stream_factor:g}x smaller)")
     est = FunctionalNetworks(args.components, scope="all", max_memory_gb=memory_gb,
-                             n_restarts=args.restarts, device=device, progress=False,
+                             n_init=args.restarts, device=device, verbose=0,
                              random_state=args.seed)
     # warm-up on a few tokens: libraries' one-time buffers are not the streaming path's
     from llmbrain import open_activations
 
     warm = open_activations(path)["activations"].isel(token=slice(0, 256)).load()
-    FunctionalNetworks(args.components, scope="all", n_restarts=1, device=device,
-                       progress=False).fit(warm)
+    FunctionalNetworks(args.components, scope="all", n_init=1, device=device,
+                       verbose=0).fit(warm)
     del warm
     start = time.perf_counter()
     with PeakRSS() as mem:
@@ -256,7 +256,7 @@ def part_big(args) -> None:
           f"scope={args.big_scope}")
     data = as_dataarray(values)
     est = FunctionalNetworks(args.big_components, scope=args.big_scope, n_groups=args.groups,
-                             n_restarts=args.restarts, device=args.device, progress=False,
+                             n_init=args.restarts, device=args.device, verbose=0,
                              random_state=args.seed)
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -119,7 +119,7 @@ def find_networks(model, tokenizer, args):
         for run in range(args.network_runs):
             estimator = FunctionalNetworks(n_components=args.n_components,
                                            threshold=args.threshold, device=args.device,
-                                           random_state=args.seed + run, progress=False)
+                                           random_state=args.seed + run, verbose=0)
             estimator.fit(ds.isel(token=slice(run * n, (run + 1) * n)))
             z = abs(estimator.maps_z_).max("component")
             key = estimator.key_neurons_ if key is None else key | estimator.key_neurons_

@@ -107,7 +107,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     from .evaluation import measure_efficiency, perplexity
     from .interventions import ablate, amplify, matched_random
     from .models import load_model
-    from .networks import NetworkRecurrence, save_networks
+    from .networks import FunctionalNetworks, NetworkRecurrence, save_networks
     from .pruning import (CRITERIA, CalibrationStats, make_plan, prune_model, save_pruned,
                           score_neurons)
     from .recording import record
@@ -147,8 +147,9 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
 
     clock = time.perf_counter()
     recurrence = NetworkRecurrence(
-        n_runs=n_runs, n_components=n_components, scope="all", threshold=threshold,
-        n_restarts=3, random_state=seed, device=device, progress=progress).fit(ds)
+        FunctionalNetworks(n_components=n_components, scope="all", threshold=threshold, n_init=3,
+                           random_state=seed, device=device, verbose=progress),
+        n_runs=n_runs, verbose=progress).fit(ds)
     networks = recurrence.runs_[0]
     save_networks(recurrence, out / "networks")
     _step(f"networks: {recurrence.summary().splitlines()[0]}", steps, clock)

@@ -8,10 +8,11 @@ import pytest
 import torch
 import xarray as xr
 from scipy.optimize import linear_sum_assignment
+from sklearn.exceptions import NotFittedError
 
 from llmbrain.networks import FunctionalNetworks, planted_networks
 from llmbrain.networks._torch_ica import GroupPCA, fastica, randomized_row_basis
-from llmbrain.networks._zscore import RunningMoments, zscore_tokens
+from llmbrain.networks._zscore import zscore_tokens
 from llmbrain.volumes import to_volumes
 
 torch.set_num_threads(1)
@@ -32,7 +33,7 @@ def planted():
 
 def test_recovers_planted_networks(planted):
     X, truth = planted
-    est = FunctionalNetworks(4, scope="all", progress=False).fit(X)
+    est = FunctionalNetworks(4, scope="all", verbose=0).fit(X)
     assert est.components_.dims == ("component", "layer", "neuron")
     assert est.components_.shape == (4, 3, 48)
     assert matched_abs_r(est.components_.values, truth.values).min() > 0.95
@@ -54,14 +55,14 @@ def test_recovers_planted_networks(planted):
 def test_fastica_method_and_logcosh_recover(planted):
     X, truth = planted
     for params in ({"method": "fastica"}, {"fun": "logcosh"}):
-        est = FunctionalNetworks(4, scope="all", progress=False, **params).fit(X)
+        est = FunctionalNetworks(4, scope="all", verbose=0, **params).fit(X)
         assert matched_abs_r(est.components_.values, truth.values).min() > 0.95, params
 
 
 def test_layer_scope_units_and_transform():
     X, truth = planted_networks(n_tokens=1500, n_layers=3, n_neurons=48, n_networks=6,
                                 within_layer=True, seed=1)
-    est = FunctionalNetworks(2, scope="layer", progress=False, target_count=30).fit(X)
+    est = FunctionalNetworks(2, scope="layer", verbose=0, target_count=30).fit(X)
     assert est.units_ == [[0], [1], [2]]
     assert list(est.components_["unit"].values) == [0, 0, 1, 1, 2, 2]
     # each map lives in its own layer only
@@ -81,7 +82,7 @@ def test_layer_scope_units_and_transform():
 def test_window_scope_covers_all_layers():
     X, _ = planted_networks(n_tokens=600, n_layers=5, n_neurons=16, n_networks=3,
                             network_size=6, seed=2)
-    est = FunctionalNetworks(2, scope="window", window=2, stride=2, progress=False,
+    est = FunctionalNetworks(2, scope="window", window=2, stride=2, verbose=0,
                              threshold=1.0).fit(X)
     assert est.units_ == [[0, 1], [2, 3], [3, 4]]
     assert est.components_.sizes["component"] == 6
@@ -90,7 +91,7 @@ def test_window_scope_covers_all_layers():
 def test_transform_recovers_time_courses():
     X, _, courses = planted_networks(n_tokens=1200, n_networks=3, noise=0.3, seed=3,
                                      return_time_courses=True)
-    est = FunctionalNetworks(3, scope="all", progress=False, threshold=2.0).fit(X)
+    est = FunctionalNetworks(3, scope="all", verbose=0, threshold=2.0).fit(X)
     tc = est.transform(X).values
     assert matched_abs_r(tc.T, courses.values.T).min() > 0.98
     raw = est.transform(X, maps="raw").values
@@ -99,11 +100,11 @@ def test_transform_recovers_time_courses():
 
 def test_streaming_groups_match_in_memory(planted):
     X, truth = planted
-    streamed = FunctionalNetworks(4, scope="all", batch_tokens=200, progress=False).fit(X)
+    streamed = FunctionalNetworks(4, scope="all", batch_tokens=200, verbose=0).fit(X)
     assert streamed.fit_info_["units"][0]["n_groups"] == 12
     assert matched_abs_r(streamed.components_.values, truth.values).min() > 0.95
     # bounded memory: max_memory_gb sets the group size
-    small = FunctionalNetworks(4, scope="all", max_memory_gb=3e-4, progress=False).fit(X)
+    small = FunctionalNetworks(4, scope="all", max_memory_gb=3e-4, verbose=0).fit(X)
     assert small.fit_info_["units"][0]["n_groups"] > 4
     assert matched_abs_r(small.components_.values, truth.values).min() > 0.95
 
@@ -136,22 +137,84 @@ def test_fastica_unmixes_and_keeps_converged_restart():
     sources = rng.laplace(size=(3, 4000)) ** 3
     mixing = rng.normal(size=(3, 3))
     mixed = torch.tensor(mixing @ sources, dtype=torch.float32)
-    out, info = fastica(mixed, n_restarts=4, fun="logcosh", seed=0)
+    out, info = fastica(mixed, n_init=4, fun="logcosh", random_state=0)
     assert info["converged"][info["best"]]
     assert matched_abs_r(out.numpy(), sources).min() > 0.99
     with pytest.raises(ValueError, match="contrast"):
         fastica(mixed, fun="tanh")
 
 
-def test_zscore_and_running_moments():
+def heavy_tailed_activations(n_tokens=1000, n_layers=1, n_neurons=256, seed=0):
+    """Activations shaped like an LLM's MLP neurons: broad, mildly heavy-tailed shared
+    factors (Student t) and a few massive neurons, huge on a few tokens."""
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal((n_tokens, n_layers, n_neurons))
+    factors = rng.standard_t(5, size=(n_tokens, n_layers, 30))
+    values += np.einsum("tlf,lfn->tln", factors,
+                        0.5 * rng.standard_normal((n_layers, 30, n_neurons)))
+    for layer in range(n_layers):
+        neurons = rng.choice(n_neurons, 3, replace=False)
+        tokens = rng.choice(n_tokens, 12, replace=False)
+        values[np.ix_(tokens, [layer], neurons)] += 300 * rng.random((12, 1, 3))
+    return xr.DataArray(values.astype(np.float32), dims=("token", "layer", "neuron"))
+
+
+def group_pca_maps(x, k, n_groups=4):
+    group_pca = GroupPCA(k, 8 * k)
+    for block in torch.from_numpy(np.ascontiguousarray(x)).tensor_split(n_groups):
+        block = block.clone()
+        zscore_tokens(block, warn=False)
+        group_pca.add(randomized_row_basis(block, k, generator=torch.Generator().manual_seed(0)))
+    return group_pca.components()
+
+
+def test_fastica_cube_in_float32_gives_finite_maps():
+    # With the fixed-point products in float32, the cube contrast used to make the
+    # unmixing matrix nearly singular in a few percent of restarts; its float32
+    # decorrelation then overflowed (NaN maps, or a LinAlgError from eigh).
+    maps = group_pca_maps(heavy_tailed_activations(seed=0).values[:, 0], k=16)
+    sources, info = fastica(maps, n_init=60, fun="cube", max_iter=30, random_state=0)
+    assert bool(torch.isfinite(sources).all())
+    assert np.isfinite(info["max_l1"]).all() and len(info["seeds"]) == 60
+    X = heavy_tailed_activations(n_layers=2, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)   # cube converges slowly here
+        est = FunctionalNetworks(16, scope="layer", fun="cube", n_init=10, max_iter=30,
+                                 verbose=0).fit(X)
+    assert np.isfinite(est.components_.values).all() and np.isfinite(est.maps_z_.values).all()
+
+
+def test_fastica_reruns_diverged_restarts_in_float64_or_raises(monkeypatch):
+    from llmbrain.networks import _torch_ica
+
+    real = _torch_ica._iterate
+    calls = []
+
+    def float32_fails_first(x1, w_init, fun, max_iter, tol, iter_dtype):
+        calls.append(iter_dtype)
+        w, iters, done, ok = real(x1, w_init, fun, max_iter, tol, iter_dtype)
+        if iter_dtype == torch.float32:
+            w[0], ok[0] = torch.nan, False
+        return w, iters, done, ok
+
+    maps = group_pca_maps(heavy_tailed_activations(seed=0).values[:, 0], k=4)
+    monkeypatch.setattr(_torch_ica, "_iterate", float32_fails_first)
+    sources, info = fastica(maps, n_init=3, random_state=0)
+    assert calls == [torch.float32, torch.float64]
+    assert info["float64"] == [True, False, False] and bool(torch.isfinite(sources).all())
+
+    def always_fails(x1, w_init, fun, max_iter, tol, iter_dtype):
+        w, iters, done, ok = real(x1, w_init, fun, max_iter, tol, iter_dtype)
+        return w * torch.nan, iters, done, [False] * len(ok)
+
+    monkeypatch.setattr(_torch_ica, "_iterate", always_fails)
+    with pytest.raises(RuntimeError, match="FastICA diverged .* in all 6 restarts"):
+        fastica(maps, n_init=3, random_state=0)
+
+
+def test_zscore_tokens():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(100, 6, generator=gen) * 3 + 1
-    moments = RunningMoments()
-    for block in x.split(17):
-        moments.update(block)
-    mean, std = moments.result()
-    torch.testing.assert_close(mean, x.double().mean(0))
-    torch.testing.assert_close(std, x.double().std(0))
     x[:, 2] = 5.0
     with pytest.warns(UserWarning, match="1 of 6 neurons are constant"):
         z, constant = zscore_tokens(x.clone())
@@ -162,12 +225,12 @@ def test_zscore_and_running_moments():
 def test_fit_on_volumes_and_images(planted):
     X, _ = planted
     X = X.isel(token=slice(0, 800))
-    ref = FunctionalNetworks(4, scope="all", n_groups=1, progress=False).fit(X)
+    ref = FunctionalNetworks(4, scope="all", n_groups=1, verbose=0).fit(X)
     vols = to_volumes(X)
-    from_vols = FunctionalNetworks(4, scope="all", progress=False).fit(vols)
+    from_vols = FunctionalNetworks(4, scope="all", verbose=0).fit(vols)
     assert matched_abs_r(from_vols.components_.values, ref.components_.values).min() > 0.999
     # a bare image with a mask: neurons are the mask's voxels, in one pseudo-layer
-    bare = FunctionalNetworks(4, scope="all", mask_img=vols.mask_img, progress=False).fit(vols.img)
+    bare = FunctionalNetworks(4, scope="all", mask_img=vols.mask_img, verbose=0).fit(vols.img)
     assert bare.components_.shape == (4, 1, 144)
     img = bare.components_img_
     assert img.shape == vols.mask_img.shape + (4,)
@@ -179,7 +242,7 @@ def test_fit_on_volumes_and_images(planted):
     np.testing.assert_allclose(back, ref.components_.values, atol=1e-6)
     # a list of images: one group per image
     halves = [to_volumes(X.isel(token=slice(0, 400))).img, to_volumes(X.isel(token=slice(400, 800))).img]
-    est = FunctionalNetworks(4, scope="all", layout=vols.layout, progress=False).fit(halves)
+    est = FunctionalNetworks(4, scope="all", layout=vols.layout, verbose=0).fit(halves)
     assert est.fit_info_["units"][0]["n_groups"] == 2
     assert isinstance(est.maps_z_img_, nib.Nifti1Image)
 
@@ -192,14 +255,14 @@ def test_store_input(tmp_path, planted):
     store = tmp_path / "acts.zarr"
     record(tiny_model("llama"), byte_tokenizer(), texts, store, window=64, batch_size=4)
     est = FunctionalNetworks(3, scope="layer", layers=[0, 2], max_memory_gb=1.2e-4,
-                             progress=False, target_count=10).fit(store)
+                             verbose=0, target_count=10).fit(store)
     assert list(est.components_["layer"].values) == [0, 2]
     assert est.fit_info_["units"][0]["n_groups"] > 4   # streamed in small groups
     assert est.source_attrs_["model"] == "tiny-random-llama"
     tc = est.transform(store)
     assert "token_text" in tc.coords and tc.sizes["component"] == 6
     with pytest.raises(ValueError, match=r"Layer\(s\) \[7\] are not in the activations"):
-        FunctionalNetworks(3, layers=[0, 7], progress=False).fit(store)
+        FunctionalNetworks(3, layers=[0, 7], verbose=0).fit(store)
 
 
 @pytest.mark.parametrize("params, match", [
@@ -217,36 +280,36 @@ def test_store_input(tmp_path, planted):
 def test_bad_parameters(planted, params, match):
     X, _ = planted
     with pytest.raises(ValueError, match=match):
-        FunctionalNetworks(**{"n_components": 4, "progress": False, **params}).fit(X)
+        FunctionalNetworks(**{"n_components": 4, "verbose": 0, **params}).fit(X)
 
 
 def test_bad_data(planted):
     X, _ = planted
     few = X.isel(token=slice(0, 3))
     with pytest.raises(ValueError, match="exceeds the 3 tokens"):
-        FunctionalNetworks(4, scope="all", progress=False).fit(few)
+        FunctionalNetworks(4, scope="all", verbose=0).fit(few)
     bad = X.isel(token=slice(0, 400)).copy()
     bad.values[5, 1, 3] = np.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
-        FunctionalNetworks(4, scope="all", progress=False).fit(bad)
+        FunctionalNetworks(4, scope="all", verbose=0).fit(bad)
     const = X.isel(token=slice(0, 400)).copy()
     const.values[:, 0, :5] = 1.0
     with pytest.warns(UserWarning, match="5 of 144 neurons are constant"):
-        est = FunctionalNetworks(4, scope="all", n_groups=1, progress=False).fit(const)
+        est = FunctionalNetworks(4, scope="all", n_groups=1, verbose=0).fit(const)
     assert not est.key_neurons_.values[0, :5].any()
     with pytest.raises(TypeError, match="Expected an activation store path"):
-        FunctionalNetworks(4, progress=False).fit(np.zeros((10, 3, 4)))
+        FunctionalNetworks(4, verbose=0).fit(np.zeros((10, 3, 4)))
     with pytest.raises(ValueError, match="dims"):
-        FunctionalNetworks(4, progress=False).fit(xr.DataArray(np.zeros((10, 3, 4)),
+        FunctionalNetworks(4, verbose=0).fit(xr.DataArray(np.zeros((10, 3, 4)),
                                                                dims=("a", "layer", "neuron")))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         FunctionalNetworks(4).transform(X)
 
 
 def test_threshold_keeping_nothing_warns(planted):
     X, _ = planted
     with pytest.warns(UserWarning, match="No neuron has"):
-        est = FunctionalNetworks(4, scope="all", threshold=50.0, progress=False).fit(X)
+        est = FunctionalNetworks(4, scope="all", threshold=50.0, verbose=0).fit(X)
     assert not est.key_neurons_.values.any()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -262,7 +325,7 @@ def test_real_model_networks(tmp_path):
     model, tok = load_model("default")
     store = tmp_path / "smol.zarr"
     record(model, tok, "default", store, layers=[3, 20], window=256, max_tokens=1024)
-    est = FunctionalNetworks(8, scope="layer", progress=False).fit(store)
+    est = FunctionalNetworks(8, scope="layer", verbose=0).fit(store)
     assert est.components_.shape == (16, 2, 1536)
     assert np.isfinite(est.maps_z_.values).all()
     # z-scored maps of real neurons are heavy-tailed: the default threshold keeps some neurons

@@ -24,7 +24,7 @@ def planted():
 @pytest.fixture(scope="module")
 def fitted(planted):
     X, _ = planted
-    return FunctionalNetworks(2, scope="layer", progress=False, target_count=30).fit(X)
+    return FunctionalNetworks(2, scope="layer", verbose=0, target_count=30).fit(X)
 
 
 def _permuted(ds: xr.Dataset, order, signs) -> xr.Dataset:
@@ -58,8 +58,8 @@ def test_matching_recovers_a_known_permutation(fitted):
 
 def test_recurrence_on_disjoint_runs(planted):
     X, truth = planted
-    rec = NetworkRecurrence(3, n_components=2, scope="layer", progress=False,
-                            target_count=30).fit(X)
+    rec = NetworkRecurrence(FunctionalNetworks(2, scope="layer", verbose=0, target_count=30),
+                            n_runs=3, verbose=0).fit(X)
     res = rec.result_
     assert res.sizes["run"] == 3 and res.sizes["component"] == 6
     assert np.all(res["recurrence"].values == 1)
@@ -101,14 +101,14 @@ def test_split_tokens_respects_documents():
 def test_compare_runs_errors(fitted, planted):
     with pytest.raises(ValueError, match="at least 2 runs"):
         compare_runs([fitted])
-    other = FunctionalNetworks(2, scope="layer", layers=[0, 1], progress=False,
+    other = FunctionalNetworks(2, scope="layer", layers=[0, 1], verbose=0,
                                target_count=10).fit(planted[0])
     with pytest.raises(ValueError, match="other layers"):
         compare_runs([fitted, other])
     with pytest.raises(TypeError, match="fitted FunctionalNetworks"):
         compare_runs([fitted, "nope"])
     with pytest.raises(ValueError, match="n_runs must be"):
-        NetworkRecurrence(1, n_components=2).fit(planted[0])
+        NetworkRecurrence(FunctionalNetworks(2), n_runs=1).fit(planted[0])
 
 
 def test_save_load_round_trip(tmp_path, fitted, planted):
@@ -137,8 +137,8 @@ def test_save_load_round_trip(tmp_path, fitted, planted):
 
 def test_save_load_recurrence(tmp_path, planted):
     X, _ = planted
-    rec = NetworkRecurrence(2, n_components=2, scope="layer", progress=False,
-                            target_count=20).fit(X)
+    rec = NetworkRecurrence(FunctionalNetworks(2, scope="layer", verbose=0, target_count=20),
+                            n_runs=2, verbose=0).fit(X)
     back = load_networks(save_networks(rec, tmp_path / "rec"))
     assert isinstance(back, NetworkRecurrence) and len(back.runs_) == 2
     np.testing.assert_array_equal(back.key_neurons_union_.values, rec.key_neurons_union_.values)

@@ -77,8 +77,8 @@ print(dict(ds.sizes))
 # `device="cuda"`.
 
 # %%
-canica = FunctionalNetworks(n_components=N_COMPONENTS, scope="all", n_groups=4, n_restarts=3,
-                            threshold=THRESHOLD, random_state=0, progress=False)
+canica = FunctionalNetworks(n_components=N_COMPONENTS, scope="all", n_groups=4, n_init=3,
+                            threshold=THRESHOLD, random_state=0, verbose=0)
 canica.fit(ds)
 print(canica.summary())
 
@@ -138,13 +138,13 @@ display(fig)
 
 # %%
 LAYER = 12
-canica_layer = FunctionalNetworks(n_components=8, layers=[LAYER], scope="layer", n_restarts=3,
-                                  random_state=0, progress=False).fit(ds)
+canica_layer = FunctionalNetworks(n_components=8, layers=[LAYER], scope="layer", n_init=3,
+                                  random_state=0, verbose=0).fit(ds)
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Objective did not converge")
     dictlearning = FunctionalNetworks(n_components=8, method="dictlearning", backend="nilearn",
-                                      layers=[LAYER], n_restarts=1, random_state=0,
-                                      progress=False).fit(ds)
+                                      layers=[LAYER], n_init=1, random_state=0,
+                                      verbose=0).fit(ds)
 print(canica_layer.summary().splitlines()[1])
 print(dictlearning.summary().splitlines()[1])
 match, r = match_components(canica_layer.maps_z_, dictlearning.maps_z_)
@@ -198,8 +198,9 @@ display(fig)
 # the number of components and the recurrence cutoff; check it on your own data and settings.
 
 # %%
-recurrence = NetworkRecurrence(n_runs=3, n_components=N_COMPONENTS, scope="all", n_restarts=3,
-                               threshold=THRESHOLD, random_state=0, progress=False).fit(ds)
+recurrence = NetworkRecurrence(FunctionalNetworks(n_components=N_COMPONENTS, scope="all", n_init=3,
+                                                  threshold=THRESHOLD, random_state=0, verbose=0),
+                               n_runs=3, verbose=0).fit(ds)
 print(recurrence.summary())
 fig = plotting.plot_recurrence(recurrence.result_)
 display(fig)

@@ -78,8 +78,8 @@ model, tokenizer = llmbrain.load_model("default")
 model.eval()
 ds = llmbrain.record(model, tokenizer, fit_documents, workdir / "activations.zarr",
                      window=256, batch_size=8, max_tokens=N_TOKENS)
-networks = FunctionalNetworks(n_components=N_COMPONENTS, scope="all", n_restarts=3,
-                              threshold=THRESHOLD, random_state=0, progress=False).fit(ds)
+networks = FunctionalNetworks(n_components=N_COMPONENTS, scope="all", n_init=3,
+                              threshold=THRESHOLD, random_state=0, verbose=0).fit(ds)
 print(networks.summary())
 
 # %% [markdown]

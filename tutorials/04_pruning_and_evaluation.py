@@ -109,8 +109,8 @@ stats = collect_calibration_stats(model, tokenizer, calibration_texts, window=25
                                   max_tokens=N_TOKENS, progress=False)
 ds = llmbrain.record(model, tokenizer, calibration_texts, workdir / "calibration.zarr",
                      window=256, max_tokens=N_TOKENS, progress=False)
-networks = FunctionalNetworks(n_components=10, scope="all", n_restarts=3, random_state=0,
-                              progress=False).fit(ds)
+networks = FunctionalNetworks(n_components=10, scope="all", n_init=3, random_state=0,
+                              verbose=0).fit(ds)
 print(f"calibration statistics over {stats.n_tokens} tokens")
 print(networks.summary().splitlines()[1])
 

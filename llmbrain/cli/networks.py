@@ -59,11 +59,12 @@ def run(args) -> int:
     params = dict(n_components=args.n_components, method=args.method, backend=args.backend,
                   scope=args.scope, window=args.window, stride=args.stride, layers=args.layers,
                   threshold=args.threshold, target_count=args.target_count, n_groups=args.groups,
-                  max_memory_gb=args.max_memory_gb, n_restarts=args.restarts, fun=args.fun,
-                  random_state=args.seed, device=args.device, progress=not args.quiet)
+                  max_memory_gb=args.max_memory_gb, n_init=args.restarts, fun=args.fun,
+                  random_state=args.seed, device=args.device, verbose=not args.quiet)
     start = time.perf_counter()
     if args.runs > 1:
-        fitted = NetworkRecurrence(args.runs, cutoff=args.cutoff, **params).fit(args.store)
+        fitted = NetworkRecurrence(FunctionalNetworks(**params), n_runs=args.runs,
+                                   cutoff=args.cutoff, verbose=not args.quiet).fit(args.store)
         summary = fitted.runs_[0].summary() + "\n" + fitted.summary()
     else:
         fitted = FunctionalNetworks(**params).fit(args.store)

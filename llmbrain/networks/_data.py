@@ -8,6 +8,7 @@ tokens, or the images of a list of images.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +37,25 @@ class ActivationSource:
     mask_img : nibabel.Nifti1Image or None
         For image inputs without a layout: the mask whose voxels are the
         neurons of the single pseudo-layer 0.
+    layout : VolumeLayout or None
+        For image inputs with a layout: the layout of the images (all their
+        layers, also those not selected).
+    from_images : bool
+        Whether the input was NIfTI images.
+    attrs : dict
+        Attributes of the recording (model, hook, ...).
     """
 
     data: xr.DataArray
     boundaries: list[int] | None = None
     mask_img: nib.Nifti1Image | None = None
+    layout: VolumeLayout | None = None
+    from_images: bool = False
     attrs: dict = field(default_factory=dict)
+
+    def isel_tokens(self, tokens: slice) -> ActivationSource:
+        """The same source restricted to a block of tokens (images are not split)."""
+        return dataclasses.replace(self, data=self.data.isel(token=tokens), boundaries=None)
 
     @property
     def n_tokens(self) -> int:
@@ -94,7 +108,7 @@ def _from_images(imgs, mask_img, layout: VolumeLayout | None) -> ActivationSourc
         values = np.concatenate([layout.from_voxels(a) for a in arrays])
         data = xr.DataArray(values, dims=("token", "layer", "neuron"),
                             coords={"layer": list(layout.layers), "neuron": list(layout.neurons)})
-        return ActivationSource(data, boundaries=boundaries)
+        return ActivationSource(data, boundaries=boundaries, layout=layout, from_images=True)
     if mask_img is None:
         raise ValueError("Images need a mask: pass mask_img=... (e.g. LLMVolumes.mask_img) or "
                          "layout=..., or pass the LLMVolumes object itself.")
@@ -107,7 +121,7 @@ def _from_images(imgs, mask_img, layout: VolumeLayout | None) -> ActivationSourc
     values = np.concatenate([a[mask].T for a in arrays])[:, None, :]
     data = xr.DataArray(values, dims=("token", "layer", "neuron"),
                         coords={"layer": [0], "neuron": np.arange(int(mask.sum()))})
-    return ActivationSource(data, boundaries=boundaries, mask_img=mask_img)
+    return ActivationSource(data, boundaries=boundaries, mask_img=mask_img, from_images=True)
 
 
 def as_source(X, *, mask_img=None, layout: VolumeLayout | None = None,
@@ -116,16 +130,20 @@ def as_source(X, *, mask_img=None, layout: VolumeLayout | None = None,
 
     Parameters
     ----------
-    X : path, xarray.Dataset, xarray.DataArray, LLMVolumes, Nifti1Image or list of images
+    X : path, xarray.Dataset, xarray.DataArray, LLMVolumes, Nifti1Image, list of images \
+        or ActivationSource
         A store written by :func:`llmbrain.record` (opened lazily), activations
-        with dims (token, layer, neuron), or 4-D images.
+        with dims (token, layer, neuron), or 4-D images. An ActivationSource is
+        passed through (``mask_img`` and ``layout`` are then ignored).
     mask_img, layout : optional
         For images: the mask (voxels to use) or the layout that made them.
     layers : list of int, optional
         Model layers to keep; all by default.
     """
     attrs: dict = {}
-    if isinstance(X, LLMVolumes):
+    if isinstance(X, ActivationSource):
+        source = dataclasses.replace(X)
+    elif isinstance(X, LLMVolumes):
         source = _from_images([X.img], None, X.layout)
     elif isinstance(X, (str, Path)) and Path(X).is_dir():
         from ..recording import open_activations

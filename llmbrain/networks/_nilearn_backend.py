@@ -18,7 +18,7 @@ __all__ = ["nilearn_decompose"]
 
 
 def nilearn_decompose(groups: list[xr.DataArray], method: str, n_components: int,
-                      n_restarts: int, random_state: int, **params) -> np.ndarray:
+                      n_init: int, random_state: int, verbose: int = 0, **params) -> np.ndarray:
     """Fit nilearn's estimator on one image per group of tokens.
 
     Parameters
@@ -26,23 +26,27 @@ def nilearn_decompose(groups: list[xr.DataArray], method: str, n_components: int
     groups : list of xarray.DataArray
         Each (token, layer, neuron), in memory; one image per group.
     method : {"canica", "dictlearning"}
-    n_components, n_restarts, random_state : int
+    n_components, n_init, random_state : int
+    verbose : int
+        nilearn's verbosity.
     **params
         Extra parameters of the nilearn estimator (e.g. ``alpha`` for DictLearning).
 
     Returns
     -------
     ndarray of shape (n_components, n_layers, n_neurons)
-        The raw maps (CanICA maps are not thresholded).
+        The raw maps (CanICA maps are not thresholded), with each method's
+        own sign convention (CanICA: largest tail positive; DictLearning: more
+        positive than negative voxels).
     """
     from nilearn.decomposition import CanICA, DictLearning
 
     volumes = [to_volumes(group) for group in groups]
     common = dict(n_components=n_components, mask=volumes[0].mask_img, smoothing_fwhm=None,
                   standardize="zscore_sample", detrend=False, low_pass=None, high_pass=None,
-                  t_r=None, memory=None, random_state=random_state, verbose=0)
+                  t_r=None, memory=None, random_state=random_state, verbose=verbose)
     if method == "canica":
-        estimator = CanICA(threshold=None, n_init=n_restarts, do_cca=True, **common, **params)
+        estimator = CanICA(threshold=None, n_init=n_init, do_cca=True, **common, **params)
     elif method == "dictlearning":
         estimator = DictLearning(**common, **params)
     else:

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from sklearn.utils import check_random_state
 
 __all__ = ["GroupPCA", "fastica", "randomized_row_basis"]
 
@@ -133,9 +135,14 @@ class GroupPCA:
 
 
 def _sym_decorrelation(w: torch.Tensor) -> torch.Tensor:
-    """``(W W^T)^{-1/2} W`` for a batch of square matrices."""
+    """``(W W^T)^{-1/2} W`` for a batch of square matrices (float64 recommended).
+
+    Eigenvalues are floored at machine precision relative to the largest, so a
+    nearly rank-deficient ``W`` gives an orthogonal matrix, never inf or NaN.
+    """
     s, u = torch.linalg.eigh(w @ w.transpose(-1, -2))
-    s = s.clamp_min(torch.finfo(w.dtype).tiny)
+    floor = s.amax(dim=-1, keepdim=True) * torch.finfo(w.dtype).eps
+    s = torch.maximum(s, floor.clamp_min(torch.finfo(w.dtype).tiny))
     return (u * s.rsqrt().unsqueeze(-2)) @ u.transpose(-1, -2) @ w
 
 
@@ -157,8 +164,47 @@ def _contrast(fun: str, wx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gx, g_x
 
 
-def fastica(maps: torch.Tensor, n_restarts: int = 10, fun: str = "logcosh",
-            max_iter: int = 200, tol: float = 1e-4, seed: int = 0,
+def _iterate(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, tol: float,
+             iter_dtype: torch.dtype) -> tuple[torch.Tensor, list[int], list[bool], list[bool]]:
+    """FastICA fixed-point iterations of a batch of restarts.
+
+    The products with the data run in ``iter_dtype``; the unmixing matrices,
+    their update and the symmetric decorrelation stay in float64 (they are
+    k × k, so this costs nothing and keeps a float32 run from collapsing).
+
+    Returns
+    -------
+    w : (r, k, k) float64, n_iter, converged, finite (per restart)
+    """
+    n_vox = x1.shape[1]
+    x = x1.to(iter_dtype)
+    w = _sym_decorrelation(w_init)
+    r = w.shape[0]
+    active = torch.arange(r)                    # restarts still iterating (on the CPU)
+    iters, done, finite = [max_iter] * r, [False] * r, [True] * r
+    for it in range(max_iter):
+        rows = active.to(w.device)
+        wa = w[rows]
+        gx, g_x = _contrast(fun, wa.to(iter_dtype) @ x)           # (a, k, v), (a, k)
+        w1 = (gx @ x.T).to(torch.float64) / n_vox - g_x.to(torch.float64).unsqueeze(-1) * wa
+        w1 = _sym_decorrelation(w1)
+        ok = torch.isfinite(w1).flatten(1).all(dim=1)
+        w1 = torch.where(ok[:, None, None], w1, wa)
+        lim = (torch.einsum("rij,rij->ri", w1, wa).abs() - 1).abs().amax(dim=1)
+        w[rows] = w1
+        finished, failed = torch.stack([(lim < tol) & ok, ~ok]).cpu()   # one sync
+        for idx in active[finished].tolist():
+            iters[idx], done[idx] = it + 1, True
+        for idx in active[failed].tolist():
+            iters[idx], finite[idx] = it + 1, False
+        active = active[~(finished | failed)]
+        if active.numel() == 0:
+            break
+    return w, iters, done, finite
+
+
+def fastica(maps: torch.Tensor, n_init: int = 10, fun: str = "logcosh",
+            max_iter: int = 200, tol: float = 1e-4, random_state=None,
             dtype: torch.dtype = torch.float64, iter_dtype: torch.dtype = torch.float32,
             restarts_per_batch: int | None = None,
             ) -> tuple[torch.Tensor, dict]:
@@ -168,19 +214,23 @@ def fastica(maps: torch.Tensor, n_restarts: int = 10, fun: str = "logcosh",
     ----------
     maps : torch.Tensor of shape (k, n_voxels)
         Mixed maps (e.g. group PCA maps). Voxels are the samples.
-    n_restarts : int
+    n_init : int
         Random initializations; the sparsest converged result is kept.
     fun : {"logcosh", "cube", "exp"}
         FastICA contrast function.
     max_iter, tol : int, float
         Stopping rule of scikit-learn's FastICA.
-    seed : int
-        Seed of the initial unmixing matrices.
+    random_state : None, int or numpy.random.RandomState
+        Source of the restarts' seeds, drawn as nilearn's CanICA does
+        (``random_state.randint(..., size=n_init)``); each seed gives one
+        initial unmixing matrix.
     dtype : torch.dtype
         Precision of the whitening and of the final sources (float64 as nilearn).
     iter_dtype : torch.dtype
-        Precision of the fixed-point iterations (float32 is about twice as fast
-        and converges to the same tolerance on whitened data).
+        Precision of the products with the data in the fixed-point iterations
+        (float32 is about twice as fast); the k × k unmixing matrices are
+        always updated and decorrelated in float64. A restart that still
+        turns non-finite is run again entirely in float64.
     restarts_per_batch : int, optional
         How many restarts run together (batched matrix products); default: all
         that fit in about 1 GB.
@@ -190,14 +240,24 @@ def fastica(maps: torch.Tensor, n_restarts: int = 10, fun: str = "logcosh",
     sources : torch.Tensor of shape (k, n_voxels)
         Unmixed maps with unit L2 norm, in ``maps``' dtype.
     info : dict
-        ``n_iter`` (per restart), ``converged`` (per restart), ``best`` (index of
-        the kept restart), ``max_l1`` (per restart).
+        ``seeds``, ``n_iter``, ``converged``, ``float64`` (restarts run again
+        in float64), ``best`` (index of the kept restart), ``max_l1`` (per
+        restart; inf for a restart that failed).
+
+    Raises
+    ------
+    RuntimeError
+        When every restart diverges (non-finite values), even in float64 and
+        with a second set of seeds.
     """
     k, n_vox = maps.shape
     if k > n_vox:
         raise ValueError(f"FastICA needs at least as many voxels ({n_vox}) as components ({k}).")
-    if n_restarts < 1:
-        raise ValueError(f"n_restarts must be at least 1, got {n_restarts}.")
+    if n_init < 1:
+        raise ValueError(f"n_init must be at least 1, got {n_init}.")
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("The maps to unmix contain NaN or infinite values.")
+    rng = check_random_state(random_state)
     device = maps.device
     xt = maps.to(dtype)
     xt = xt - xt.mean(dim=1, keepdim=True)
@@ -209,41 +269,46 @@ def fastica(maps: torch.Tensor, n_restarts: int = 10, fun: str = "logcosh",
         raise ValueError("The maps to unmix are linearly dependent: lower n_components.")
     whitening = (u / evals.sqrt()).T                              # (k, k)
     x1 = (whitening @ xt) * math.sqrt(n_vox)                      # (k, n_vox)
-    gen = torch.Generator().manual_seed(int(seed))
-    w_init = torch.randn(n_restarts, k, k, generator=gen, dtype=torch.float64).to(device)
-    x1 = x1.to(iter_dtype)
     if restarts_per_batch is None:
         per_restart = 3 * k * n_vox * torch.finfo(iter_dtype).bits // 8
-        restarts_per_batch = max(1, min(n_restarts, int(1e9 // max(per_restart, 1))))
-    results_w, n_iters, converged = [], [], []
-    for start in range(0, n_restarts, restarts_per_batch):
-        w = _sym_decorrelation(w_init[start:start + restarts_per_batch]).to(iter_dtype)
-        r = w.shape[0]
-        active = torch.arange(r, device=device)      # restarts still iterating
-        iters = [max_iter] * r
-        done = [False] * r
-        for it in range(max_iter):
-            wa = w[active]
-            gx, g_x = _contrast(fun, wa @ x1)                     # (a, k, v), (a, k)
-            w1 = _sym_decorrelation(gx @ x1.T / n_vox - g_x.unsqueeze(-1) * wa)
-            lim = (torch.einsum("rij,rij->ri", w1, wa).abs() - 1).abs().amax(dim=1)
-            w[active] = w1
-            finished = (lim < tol).cpu()
-            for idx in active[finished.to(active.device)].tolist():
-                iters[idx], done[idx] = it + 1, True
-            active = active[~finished.to(active.device)]
-            if active.numel() == 0:
-                break
-        results_w.append(w.to(torch.float64))
-        n_iters.extend(iters)
-        converged.extend(done)
+        restarts_per_batch = max(1, min(n_init, int(1e9 // max(per_restart, 1))))
+    seeds, results_w, n_iters, converged, finite, in_float64 = [], [], [], [], [], []
+    for attempt in range(2):
+        # a second set of seeds only when every restart of the first diverged
+        new_seeds = [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n_init)]
+        w_init = torch.stack([torch.randn(k, k, generator=torch.Generator().manual_seed(s),
+                                          dtype=torch.float64) for s in new_seeds]).to(device)
+        for start in range(0, n_init, restarts_per_batch):
+            batch = w_init[start:start + restarts_per_batch]
+            w, iters, done, ok = _iterate(x1, batch, fun, max_iter, tol, iter_dtype)
+            redo = [i for i, good in enumerate(ok) if not good]
+            if redo and iter_dtype != torch.float64:
+                w64, iters64, done64, ok64 = _iterate(x1, batch[redo], fun, max_iter, tol,
+                                                      torch.float64)
+                for j, i in enumerate(redo):
+                    w[i], iters[i], done[i], ok[i] = w64[j], iters64[j], done64[j], ok64[j]
+            results_w.append(w)
+            n_iters.extend(iters)
+            converged.extend(done)
+            finite.extend(ok)
+            in_float64.extend(i in redo for i in range(len(ok)))
+        seeds.extend(new_seeds)
+        if any(finite):
+            break
+    else:
+        raise RuntimeError(
+            f"FastICA diverged (non-finite unmixing matrices) in all {len(finite)} restarts, "
+            f"even in float64 and with new seeds (fun={fun!r}, {k} components, {n_vox} voxels): "
+            "use fun='logcosh', fewer components or more tokens.")
     w_all = torch.cat(results_w)                                   # (R, k, k)
     unmix = w_all @ whitening                                      # (R, k, k)
     max_l1 = torch.stack([(u_r @ xt).abs().sum(dim=1).amax() for u_r in unmix])
-    # the sparsest converged restart (any restart when none converged)
-    ok = torch.tensor(converged, device=max_l1.device)
-    best = int(torch.argmin(torch.where(ok, max_l1, torch.inf) if bool(ok.any()) else max_l1))
+    ok = torch.tensor(finite, device=max_l1.device) & torch.isfinite(max_l1)
+    max_l1 = torch.where(ok, max_l1, torch.inf)
+    # the sparsest converged restart (the sparsest finite one when none converged)
+    conv = ok & torch.tensor(converged, device=max_l1.device)
+    best = int(torch.argmin(torch.where(conv, max_l1, torch.inf) if bool(conv.any()) else max_l1))
     sources = unmix[best] @ xt
-    info = {"n_iter": n_iters, "converged": converged, "best": best,
-            "max_l1": max_l1.cpu().tolist()}
+    info = {"seeds": seeds, "n_iter": n_iters, "converged": converged, "float64": in_float64,
+            "best": best, "max_l1": max_l1.cpu().tolist()}
     return sources.to(maps.dtype), info

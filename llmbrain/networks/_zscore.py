@@ -1,4 +1,7 @@
-"""Standardizing activations: each neuron z-scored over tokens."""
+"""Standardizing activations: each neuron z-scored over tokens.
+
+Streaming means and variances over many blocks live in :mod:`llmbrain._moments`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import warnings
 
 import torch
 
-__all__ = ["RunningMoments", "check_finite", "zscore_tokens"]
+__all__ = ["check_finite", "zscore_tokens"]
 
 
 def check_finite(x: torch.Tensor, what: str = "activations") -> None:
@@ -64,38 +67,3 @@ def zscore_tokens(x: torch.Tensor, eps: float = 1e-12, warn: bool = True,
     x.div_(std)
     x[:, constant] = 0
     return x, constant
-
-
-class RunningMoments:
-    """Accumulate per-neuron mean and standard deviation over chunks of tokens.
-
-    Each chunk's moments are computed in its own precision, then combined
-    with Chan's parallel update in float64, so chunks may have any size.
-    """
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.mean: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
-
-    def update(self, x: torch.Tensor) -> None:
-        """Add a chunk ``x`` of shape (n_tokens, n_neurons)."""
-        n_b = x.shape[0]
-        if n_b == 0:
-            return
-        var_b, mean_b = torch.var_mean(x, dim=0, correction=0)   # no copy of the chunk
-        mean_b, m2_b = mean_b.to(torch.float64), var_b.to(torch.float64) * n_b
-        if self.mean is None:
-            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
-            return
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta.pow(2) * (self.n * n_b / n)
-        self.n = n
-
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(mean, std)`` (sample standard deviation, ddof=1)."""
-        if self.mean is None or self.n < 2:
-            raise ValueError("Need at least 2 tokens to estimate the neurons' scale.")
-        return self.mean, (self.m2 / (self.n - 1)).sqrt()

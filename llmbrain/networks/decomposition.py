@@ -8,28 +8,42 @@ with ``|z| > threshold`` in any map are the *key neurons*.
 
 from __future__ import annotations
 
-import inspect
 import json
+import numbers
 import warnings
 
+import nibabel as nib
 import numpy as np
 import torch
 import xarray as xr
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from .._moments import RunningMoments
+from ..volumes import VolumeLayout
 from ._data import ActivationSource, as_source, plan_groups, plan_units
-from ._maps import flip_signs, threshold_for_count, zscore_maps
+from ._maps import (KEY_NEURON_THRESHOLD, check_threshold, flip_signs, key_neurons,
+                    network_masks, threshold_for_count, zscore_maps)
+from ._space import NetworkSpaceMixin
 from ._torch_ica import GroupPCA, fastica, randomized_row_basis
-from ._zscore import RunningMoments, check_finite, zscore_tokens
+from ._zscore import check_finite, zscore_tokens
 
 __all__ = ["FunctionalNetworks"]
 
 _METHODS = ("canica", "dictlearning", "fastica")
 _BACKENDS = ("torch", "nilearn")
+_SEED_MAX = np.iinfo(np.int32).max
 
 
-class FunctionalNetworks:
+class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
     """Find functional networks of neurons with ICA (CanICA as in fMRI).
+
+    A scikit-learn estimator: ``get_params``/``set_params``, ``clone`` and
+    ``check_is_fitted`` work, and the fitted estimator keeps its space (layers,
+    neurons, layout or mask) like a nilearn masker, so that :meth:`transform`,
+    :meth:`inverse_transform` and :meth:`score` take new data of that space.
 
     Parameters
     ----------
@@ -50,8 +64,9 @@ class FunctionalNetworks:
         For ``scope="window"`` (``stride`` defaults to ``window``).
     layers : list of int, optional
         Model layers to use; all recorded ones by default.
-    threshold : float, default=3.6
-        Neurons with ``|z| > threshold`` in a z-scored map belong to it.
+    threshold : float, default=KEY_NEURON_THRESHOLD (3.6)
+        Neurons with ``|z| > threshold`` in a z-scored map belong to it
+        (:func:`llmbrain.networks.network_masks`).
     target_count : int, optional
         Instead of ``threshold``, choose the threshold that keeps this many key
         neurons (the union over networks).
@@ -63,14 +78,17 @@ class FunctionalNetworks:
         split so they fit (streaming the store). Default: no limit.
     batch_tokens : int, optional
         Largest group, in tokens (another way to bound memory).
-    n_restarts : int, default=10
-        FastICA restarts (nilearn's ``n_init``); the sparsest result is kept.
+    n_init : int, default=10
+        FastICA restarts (as nilearn's CanICA); the sparsest result is kept.
     fun : {"logcosh", "cube", "exp"}, default="logcosh"
         FastICA contrast. nilearn's CanICA uses ``"cube"`` (kurtosis), which
         converges slowly on small layers and is sensitive to outliers.
     max_iter, tol : int, float
         FastICA stopping rule.
-    random_state : int, default=0
+    random_state : None, int or numpy.random.RandomState, default=0
+        Seeds of the randomized PCA and of the FastICA restarts (drawn with
+        ``random_state.randint(..., size=n_init)`` per unit, as nilearn does).
+        The default makes fits reproducible; ``None`` draws fresh seeds.
     device : str, default="cpu"
         Torch device (``"cuda"`` for a GPU).
     mask_img, layout : optional
@@ -78,15 +96,16 @@ class FunctionalNetworks:
         made the images.
     backend_params : dict, optional
         Extra parameters of nilearn's estimator (``backend="nilearn"``).
-    progress : bool, default=True
-        Show progress bars.
+    verbose : int, default=1
+        0: silent; 1: progress bars; 2 and more: also nilearn's messages.
 
     Attributes
     ----------
     components_ : xarray.DataArray (component, layer, neuron)
-        Raw maps, sign-flipped so each map's largest tail is positive; zero
-        outside the layers of the map's unit. Coordinate ``unit`` gives each
-        component's unit.
+        Raw maps, with the method's sign convention (CanICA and FastICA: each
+        map's largest tail is positive; DictLearning: nilearn's rule, more
+        positive than negative neurons); zero outside the layers of the map's
+        unit. Coordinate ``unit`` gives each component's unit.
     maps_z_ : xarray.DataArray (component, layer, neuron)
         Maps z-scored across the neurons of their unit.
     network_masks_ : xarray.DataArray of bool (component, layer, neuron)
@@ -96,19 +115,40 @@ class FunctionalNetworks:
     threshold_ : float
     units_ : list of list of int
         Model layers of each decomposed unit.
+    layers_ : list of int
+        Model layers of the fitted space.
+    layout_ : VolumeLayout or None
+        Layout of the fitted image space (of the input images, or of the
+        fitted layers for activations); None for images with a bare mask.
+    mask_img_ : nibabel.Nifti1Image
+        The voxels of the image space that are fitted neurons.
+    input_type_ : {"activations", "images"}
+        What :meth:`fit` was given; :meth:`inverse_transform` returns the same.
     mean_, scale_ : xarray.DataArray (layer, neuron)
         Per-neuron mean and standard deviation over the fitted tokens, used by
         :meth:`transform`.
     n_tokens_ : int
     fit_info_ : dict
-        Groups, FastICA iterations and convergence per unit.
+        Groups, FastICA seeds, iterations and convergence per unit.
+    source_attrs_ : dict
+        Attributes of the recording (model, hook, ...).
+
+    Notes
+    -----
+    scikit-learn's common estimator checks that need no data pass (see
+    ``tests/test_networks_estimator.py``). The others generate 2-D NumPy
+    arrays (samples × features), which this estimator does not take: its
+    input is ``(token, layer, neuron)`` activations (an xarray object, a store
+    or images), whose layer axis defines the decomposed units. The tests check
+    the same contracts (fit returns self, parameters untouched, idempotent
+    fits, NotFittedError, clone of a fitted estimator) on such data.
     """
 
     def __init__(self, n_components=20, *, method="canica", backend="torch", scope="layer",
-                 window=None, stride=None, layers=None, threshold=3.6, target_count=None,
-                 n_groups=4, max_memory_gb=None, batch_tokens=None, n_restarts=10, fun="logcosh",
-                 max_iter=200, tol=1e-4, random_state=0, device="cpu", mask_img=None,
-                 layout=None, backend_params=None, progress=True):
+                 window=None, stride=None, layers=None, threshold=KEY_NEURON_THRESHOLD,
+                 target_count=None, n_groups=4, max_memory_gb=None, batch_tokens=None,
+                 n_init=10, fun="logcosh", max_iter=200, tol=1e-4, random_state=0,
+                 device="cpu", mask_img=None, layout=None, backend_params=None, verbose=1):
         self.n_components = n_components
         self.method = method
         self.backend = backend
@@ -121,7 +161,7 @@ class FunctionalNetworks:
         self.n_groups = n_groups
         self.max_memory_gb = max_memory_gb
         self.batch_tokens = batch_tokens
-        self.n_restarts = n_restarts
+        self.n_init = n_init
         self.fun = fun
         self.max_iter = max_iter
         self.tol = tol
@@ -130,27 +170,23 @@ class FunctionalNetworks:
         self.mask_img = mask_img
         self.layout = layout
         self.backend_params = backend_params
-        self.progress = progress
+        self.verbose = verbose
 
-    # ------------------------------------------------------------------ params
-    def get_params(self) -> dict:
-        """Parameters of this estimator (scikit-learn convention)."""
-        names = [name for name in inspect.signature(type(self).__init__).parameters
-                 if name != "self"]
-        return {name: getattr(self, name) for name in names}
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
 
-    def set_params(self, **params) -> FunctionalNetworks:
-        """Set parameters (scikit-learn convention)."""
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"Unknown parameter {name!r}; valid ones: {sorted(valid)}.")
-            setattr(self, name, value)
-        return self
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "components_")
 
-    def _validate(self) -> None:
-        if not isinstance(self.n_components, (int, np.integer)) or self.n_components < 1:
-            raise ValueError(f"n_components must be a positive integer, got {self.n_components!r}.")
+    def _check_params(self) -> None:
+        def positive_int(name, value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+        positive_int("n_components", self.n_components)
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}.")
         if self.backend not in _BACKENDS:
@@ -160,20 +196,22 @@ class FunctionalNetworks:
                              "backend runs 'canica' and 'fastica'.")
         if self.backend == "nilearn" and self.method == "fastica":
             raise ValueError("method='fastica' runs with backend='torch'.")
-        if self.target_count is None and not (isinstance(self.threshold, (int, float))
-                                              and self.threshold > 0):
-            raise ValueError(f"threshold must be a positive number, got {self.threshold!r}.")
-        if self.target_count is not None and (not isinstance(self.target_count, (int, np.integer))
-                                              or self.target_count < 1):
-            raise ValueError(f"target_count must be a positive integer, got {self.target_count!r}.")
-        if int(self.n_groups) < 1:
-            raise ValueError(f"n_groups must be at least 1, got {self.n_groups}.")
-        if self.n_restarts < 1:
-            raise ValueError(f"n_restarts must be at least 1, got {self.n_restarts}.")
-        if self.max_memory_gb is not None and self.max_memory_gb <= 0:
+        if self.target_count is None:
+            check_threshold(self.threshold)
+        else:
+            positive_int("target_count", self.target_count)
+        positive_int("n_groups", self.n_groups)
+        positive_int("n_init", self.n_init)
+        positive_int("max_iter", self.max_iter)
+        if self.max_memory_gb is not None and not self.max_memory_gb > 0:
             raise ValueError(f"max_memory_gb must be positive, got {self.max_memory_gb}.")
+        if self.batch_tokens is not None:
+            positive_int("batch_tokens", self.batch_tokens)
         if self.fun not in ("cube", "logcosh", "exp"):
             raise ValueError(f"fun must be 'cube', 'logcosh' or 'exp', got {self.fun!r}.")
+        if not self.tol > 0:
+            raise ValueError(f"tol must be positive, got {self.tol!r}.")
+        check_random_state(self.random_state)
         torch.device(self.device)  # raises on a malformed device string
 
     # --------------------------------------------------------------------- fit
@@ -193,7 +231,7 @@ class FunctionalNetworks:
         -------
         self
         """
-        self._validate()
+        self._check_params()
         source = as_source(X, mask_img=self.mask_img, layout=self.layout, layers=self.layers)
         layers = source.layers
         units = plan_units(layers, self.scope, self.window, self.stride)
@@ -206,24 +244,32 @@ class FunctionalNetworks:
         if self.n_components > n_tokens:
             raise ValueError(f"n_components={self.n_components} exceeds the {n_tokens} tokens: "
                              "lower n_components or give more tokens.")
+        rng = check_random_state(self.random_state)
+        k = self.n_components
         # dense (component, layer, neuron), zero outside each component's unit
-        raw = np.zeros((len(units) * self.n_components, len(layers), n_neurons), np.float32)
+        raw = np.zeros((len(units) * k, len(layers), n_neurons), np.float32)
         moments = [RunningMoments() for _ in layers]
         info = {"units": []}
-        bar = tqdm(total=len(units), desc="networks", unit="unit", disable=not self.progress)
+        bar = tqdm(total=len(units), desc="networks", unit="unit", disable=not self.verbose)
         done: set[int] = set()
         for u, unit in enumerate(units):
             groups = self._groups(source, len(unit) * n_neurons)
             # moments of a layer are accumulated once, by the first unit holding it
             todo = {pos: moments[pos] for pos in unit if pos not in done}
+            blocks = self._standardized_groups(source, unit, groups, todo, u)
             if self.backend == "torch":
-                maps, unit_info = self._fit_unit_torch(source, unit, groups, todo, u)
+                maps, unit_info = self._fit_unit_torch(blocks, len(unit) * n_neurons, u, rng)
             else:
-                maps, unit_info = self._fit_unit_nilearn(source, unit, groups, todo)
+                maps, unit_info = self._fit_unit_nilearn(
+                    blocks, [layers[i] for i in unit], source.data["neuron"].values, rng)
+            if not np.isfinite(maps).all():
+                raise RuntimeError(f"The {self.method} maps of unit {u} (layers "
+                                   f"{[layers[i] for i in unit]}) are not finite: try another "
+                                   "method or backend, or check the activations.")
+            if self.method != "dictlearning":   # DictLearning keeps nilearn's sign rule
+                maps = flip_signs(maps)
             done.update(unit)
-            rows = slice(u * self.n_components, (u + 1) * self.n_components)
-            raw[rows, unit[0]:unit[-1] + 1] = flip_signs(maps).reshape(
-                self.n_components, len(unit), n_neurons)
+            raw[u * k:(u + 1) * k, unit[0]:unit[-1] + 1] = maps.reshape(k, len(unit), n_neurons)
             info["units"].append({"layers": [layers[i] for i in unit], "n_groups": len(groups),
                                   **unit_info})
             bar.update()
@@ -255,56 +301,69 @@ class FunctionalNetworks:
         boundaries = None if self.method == "fastica" else source.boundaries
         return plan_groups(source.n_tokens, n_groups, max_tokens, boundaries)
 
-    def _fit_unit_torch(self, source, unit, groups, moments, u):
+    def _standardized_groups(self, source, unit, groups, moments, u):
+        """Each group of tokens of a unit, z-scored (tokens × unit neurons, float32 on the
+        device), after adding it to the moments of the layers in ``moments``.
+
+        Once all groups are read, a unit whose neurons hardly vary is refused:
+        constant (e.g. all-zero) activations hold no network to find.
+        """
         device = torch.device(self.device)
-        gen = torch.Generator().manual_seed(int(self.random_state) + 7919 * u)
+        n_neurons = source.n_neurons
+        varying = torch.zeros(len(unit) * n_neurons, dtype=torch.bool, device=device)
+        for group in tqdm(groups, desc=f"unit {u}", unit="group", leave=False,
+                          disable=not self.verbose or len(groups) < 2):
+            block = torch.from_numpy(source.read(group, unit)).to(device).to(torch.float32)
+            check_finite(block)
+            for j, pos in enumerate(unit):
+                if pos in moments:
+                    moments[pos].update(block[:, j * n_neurons:(j + 1) * n_neurons])
+            varying |= ~zscore_tokens(block)[1]
+            yield block
+            del block   # before the next read: one group in memory at a time
+        if int(varying.sum()) < self.n_components:
+            raise ValueError(f"Only {int(varying.sum())} of {varying.numel()} neurons of layers "
+                             f"{[source.layers[i] for i in unit]} vary over the tokens, fewer "
+                             f"than n_components={self.n_components}: the activations hold no "
+                             "networks to find. Check the recording (all-zero or constant "
+                             "activations?), or give more varied tokens.")
+
+    def _fit_unit_torch(self, blocks, n_vox, u, rng):
+        gen = torch.Generator().manual_seed(int(rng.randint(_SEED_MAX)))
         k = self.n_components
         canica = self.method == "canica"
         # "fastica": keep extra directions per block so merged blocks approximate one PCA
         per_group = k if canica else min(4 * k, k + 50)
-        n_vox = len(unit) * source.n_neurons
         max_rows = max(8 * k, 4 * per_group)
         if self.max_memory_gb is not None:
             max_rows = max(4 * per_group, min(max_rows, int(self.max_memory_gb * 1e9 * 0.3
                                                               // (8 * n_vox))))
         group_pca = GroupPCA(k, max_rows, normalize=canica)
-        bar = tqdm(groups, desc=f"unit {u}", unit="group", leave=False,
-                   disable=not self.progress or len(groups) < 2)
-        for group in bar:
-            block = torch.from_numpy(source.read(group, unit)).to(device).to(torch.float32)
-            check_finite(block)
-            _update_moments(moments, unit, block, source.n_neurons)
-            zscore_tokens(block)
+        for block in blocks:
             group_pca.add(randomized_row_basis(block, per_group, generator=gen))
             del block
-        pca_maps = group_pca.components()
-        sources, ica_info = fastica(pca_maps, n_restarts=self.n_restarts, fun=self.fun,
-                                    max_iter=self.max_iter, tol=self.tol,
-                                    seed=int(self.random_state) + 104729 * u)
+        sources, ica_info = fastica(group_pca.components(), n_init=self.n_init, fun=self.fun,
+                                    max_iter=self.max_iter, tol=self.tol, random_state=rng)
         if not ica_info["converged"][ica_info["best"]]:
             warnings.warn(f"FastICA did not converge within max_iter={self.max_iter} for the kept "
                           f"restart of unit {u} ({ica_info['converged'].count(False)} of "
-                          f"{self.n_restarts} restarts did not): raise max_iter or tol.",
-                          UserWarning, stacklevel=3)
+                          f"{len(ica_info['converged'])} restarts did not): raise max_iter or "
+                          "tol.", UserWarning, stacklevel=3)
         return sources.cpu().numpy().astype(np.float64), {
-            "ica_n_iter": ica_info["n_iter"], "ica_best": ica_info["best"],
-            "ica_converged": ica_info["converged"]}
+            f"ica_{key}": ica_info[key] for key in ("seeds", "n_iter", "best", "converged",
+                                                    "float64")}
 
-    def _fit_unit_nilearn(self, source, unit, groups, moments):
+    def _fit_unit_nilearn(self, blocks, layers, neurons, rng):
         from ._nilearn_backend import nilearn_decompose
 
-        arrays = []
-        for group in groups:
-            block = source.data.isel(token=group, layer=unit).astype(np.float32).load()
-            values = torch.from_numpy(np.ascontiguousarray(
-                block.values.reshape(block.sizes["token"], -1)))
-            check_finite(values)
-            _update_moments(moments, unit, values, source.n_neurons)
-            zscore_tokens(values.clone())  # warns about constant neurons
-            arrays.append(block)
-        maps = nilearn_decompose(arrays, self.method, self.n_components, self.n_restarts,
-                                 int(self.random_state), **(self.backend_params or {}))
-        return maps.reshape(self.n_components, -1), {}
+        groups = [xr.DataArray(block.cpu().numpy().reshape(len(block), len(layers), -1),
+                               dims=("token", "layer", "neuron"),
+                               coords={"layer": layers, "neuron": neurons}) for block in blocks]
+        seed = int(rng.randint(_SEED_MAX))
+        maps = nilearn_decompose(groups, self.method, self.n_components, self.n_init, seed,
+                                 verbose=max(0, int(self.verbose) - 1),
+                                 **(self.backend_params or {}))
+        return maps.reshape(self.n_components, -1), {"seed": seed}
 
     def _set_fitted(self, source, units, raw, moments, info) -> None:
         layers = source.layers
@@ -314,24 +373,25 @@ class FunctionalNetworks:
             rows = slice(u * k, (u + 1) * k)
             block = raw[rows, unit[0]:unit[-1] + 1].reshape(k, -1)
             z[rows, unit[0]:unit[-1] + 1] = zscore_maps(block).reshape(k, len(unit), -1)
-        coords = {"component": np.arange(raw.shape[0]), "layer": layers,
-                  "neuron": source.data["neuron"].values,
+        neurons = source.data["neuron"].values
+        coords = {"component": np.arange(raw.shape[0]), "layer": layers, "neuron": neurons,
                   "unit": ("component", np.repeat(np.arange(len(units)), k))}
         dims = ("component", "layer", "neuron")
         self.units_ = [[layers[i] for i in unit] for unit in units]
+        self.layers_ = list(layers)
         self.components_ = xr.DataArray(raw, dims=dims, coords=coords, name="components")
         self.maps_z_ = xr.DataArray(z, dims=dims, coords=coords, name="maps_z")
-        means, stds = zip(*(m.result() for m in moments))
-        nc = {"layer": layers, "neuron": coords["neuron"]}
-        self.mean_ = xr.DataArray(torch.stack(means).cpu().numpy(), dims=("layer", "neuron"),
-                                  coords=nc, name="mean")
-        self.scale_ = xr.DataArray(torch.stack(stds).cpu().numpy(), dims=("layer", "neuron"),
-                                   coords=nc, name="scale")
+        nc = {"layer": layers, "neuron": neurons}
+        self.mean_ = xr.DataArray(torch.stack([m.mean for m in moments]).cpu().numpy(),
+                                  dims=("layer", "neuron"), coords=nc, name="mean")
+        self.scale_ = xr.DataArray(torch.stack([m.std() for m in moments]).cpu().numpy(),
+                                   dims=("layer", "neuron"), coords=nc, name="scale")
         self.n_tokens_ = source.n_tokens
         self.fit_info_ = info
         self.source_attrs_ = {key: v for key, v in source.attrs.items()
                               if isinstance(v, (str, int, float, bool))}
-        self._mask_img = source.mask_img
+        self.input_type_ = "images" if source.from_images else "activations"
+        self._set_space(source.layout, source.mask_img)
         self.set_threshold(self.threshold if self.target_count is None else None,
                            target_count=self.target_count)
 
@@ -350,17 +410,14 @@ class FunctionalNetworks:
         -------
         self
         """
-        self._check_fitted()
+        check_is_fitted(self)
         abs_z = np.abs(self.maps_z_.values)
         if target_count is not None:
             threshold = threshold_for_count(abs_z.max(axis=0), int(target_count))
-        if threshold is None or not threshold > 0:
-            raise ValueError(f"threshold must be a positive number, got {threshold!r}.")
-        self.threshold_ = float(threshold)
-        masks = abs_z > self.threshold_
-        self.network_masks_ = xr.DataArray(masks, dims=self.maps_z_.dims,
-                                           coords=self.maps_z_.coords, name="network_masks")
-        self.key_neurons_ = self.network_masks_.any("component").rename("key_neurons")
+        self.threshold_ = check_threshold(threshold)
+        self.network_masks_ = network_masks(self.maps_z_, self.threshold_)
+        self.key_neurons_ = key_neurons(self.maps_z_, self.threshold_)
+        masks = self.network_masks_.values
         if not masks.any():
             warnings.warn(f"No neuron has |z| > {self.threshold_:g} in any network (the largest "
                           f"|z| is {abs_z.max():.2f}): lower the threshold or set target_count.",
@@ -371,102 +428,10 @@ class FunctionalNetworks:
                           f"|z| > {self.threshold_:g}.", UserWarning, stacklevel=2)
         return self
 
-    # ----------------------------------------------------------------- outputs
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "maps_z_"):
-            raise RuntimeError("This FunctionalNetworks is not fitted yet: call fit(X) first.")
-
-    @property
-    def components_img_(self):
-        """The raw maps as a 4-D NIfTI image (one volume per component)."""
-        return self._img(self.components_)
-
-    @property
-    def maps_z_img_(self):
-        """The z-scored maps as a 4-D NIfTI image."""
-        return self._img(self.maps_z_)
-
-    def _img(self, maps: xr.DataArray):
-        self._check_fitted()
-        import nibabel as nib
-
-        from ..volumes import to_volumes
-
-        mask_img = getattr(self, "_mask_img", None)
-        if mask_img is not None:
-            mask = np.asarray(mask_img.dataobj) != 0
-            volume = np.zeros(mask.shape + (maps.sizes["component"],), dtype=np.float32)
-            volume[mask] = maps.values[:, 0, :].T
-            return nib.Nifti1Image(volume, mask_img.affine)
-        return to_volumes(maps).img
-
-    def transform(self, X, *, maps: str = "thresholded", batch_tokens: int = 4096
-                  ) -> xr.DataArray:
-        """Time courses of the networks: least squares of the z-scored data on the maps.
-
-        Parameters
-        ----------
-        X : same kinds as :meth:`fit`
-            Activations with the fitted layers.
-        maps : {"thresholded", "raw"}
-            Regress on the raw maps restricted to each network's neurons
-            (``|z| > threshold_``, like nilearn's thresholded CanICA maps; less
-            noise) or on the whole raw maps.
-        batch_tokens : int
-            Tokens read at a time.
-
-        Returns
-        -------
-        xarray.DataArray (token, component)
-            With the per-token coordinates of ``X`` (document, position,
-            token_id, token_text) when it has them.
-        """
-        self._check_fitted()
-        layers = [int(v) for v in self.maps_z_["layer"].values]
-        source = as_source(X, mask_img=self.mask_img, layout=self.layout, layers=layers)
-        if source.n_neurons != self.maps_z_.sizes["neuron"]:
-            raise ValueError(f"X has {source.n_neurons} neurons per layer, the networks "
-                             f"{self.maps_z_.sizes['neuron']}.")
-        device = torch.device(self.device)
-        mean = torch.from_numpy(self.mean_.values.reshape(-1)).to(device, torch.float64)
-        scale = torch.from_numpy(self.scale_.values.reshape(-1)).to(device, torch.float64)
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        if maps not in ("thresholded", "raw"):
-            raise ValueError(f"maps must be 'thresholded' or 'raw', got {maps!r}.")
-        weights = self.components_.values
-        if maps == "thresholded":
-            weights = np.where(self.network_masks_.values, weights, 0)
-        k = self.n_components
-        pinvs = []
-        for u, unit_layers in enumerate(self.units_):
-            pos = [layers.index(layer) for layer in unit_layers]
-            unit_maps = torch.from_numpy(np.ascontiguousarray(
-                weights[u * k:(u + 1) * k][:, pos]).reshape(k, -1)).to(device, torch.float64)
-            cols = torch.cat([torch.arange(p * source.n_neurons, (p + 1) * source.n_neurons)
-                              for p in pos]).to(device)
-            pinvs.append((cols, torch.linalg.pinv(unit_maps)))        # (n_vox, k)
-        out = np.zeros((source.n_tokens, len(pinvs) * k), dtype=np.float32)
-        all_layers = list(range(len(layers)))
-        for start in tqdm(range(0, source.n_tokens, batch_tokens), desc="transform",
-                          disable=not self.progress or source.n_tokens <= batch_tokens):
-            group = slice(start, min(start + batch_tokens, source.n_tokens))
-            block = torch.from_numpy(source.read(group, all_layers)).to(device).to(torch.float64)
-            check_finite(block)
-            block = (block - mean) / scale
-            for u, (cols, pinv) in enumerate(pinvs):
-                out[group, u * k:(u + 1) * k] = (block[:, cols] @ pinv).cpu().numpy()
-        coords = {"component": self.components_["component"].values,
-                  "unit": ("component", self.components_["unit"].values),
-                  **source.token_coords()}
-        return xr.DataArray(out, dims=("token", "component"), coords=coords, name="time_courses")
-
-    def fit_transform(self, X, y=None) -> xr.DataArray:
-        """Fit, then return the time courses of ``X``."""
-        return self.fit(X).transform(X)
-
+    # ---------------------------------------------------------------- results
     def summary(self) -> str:
         """A short text: networks, threshold and key neurons per layer."""
-        self._check_fitted()
+        check_is_fitted(self)
         per_layer = self.key_neurons_.sum("neuron").values
         sizes = self.network_masks_.sum(("layer", "neuron")).values
         lines = [f"{self.maps_z_.sizes['component']} networks ({len(self.units_)} unit(s) x "
@@ -481,49 +446,67 @@ class FunctionalNetworks:
         return "\n".join(lines)
 
     def to_dataset(self) -> xr.Dataset:
-        """The fitted results as one Dataset (what :func:`save_networks` writes)."""
-        self._check_fitted()
-        params = {key: value for key, value in self.get_params().items()
-                  if key not in ("mask_img", "layout")}
+        """The fitted estimator as one Dataset (what :func:`save_networks` writes).
+
+        :meth:`from_dataset` rebuilds it exactly: maps, masks, standardization,
+        threshold, parameters and the fitted space (layout or mask image).
+        """
+        check_is_fitted(self)
+        params = self.get_params()
+        params["random_state"] = (int(params["random_state"])
+                                  if isinstance(params["random_state"], numbers.Integral) else None)
+        params["mask_img"] = None       # saved as the fitted space below
+        params["layout"] = None if params["layout"] is None else params["layout"].to_dict()
         attrs = {"threshold": self.threshold_, "n_tokens": self.n_tokens_,
                  "units": json.dumps(self.units_), "params": json.dumps(params, default=str),
                  "fit_info": json.dumps(self.fit_info_, default=str),
+                 "input_type": self.input_type_, "mask_img_given": self.mask_img is not None,
                  **{f"source_{key}": value for key, value in self.source_attrs_.items()}}
-        return xr.Dataset({"components": self.components_, "maps_z": self.maps_z_,
-                           "network_masks": self.network_masks_, "key_neurons": self.key_neurons_,
-                           "mean": self.mean_, "scale": self.scale_}, attrs=attrs)
+        data = {"components": self.components_, "maps_z": self.maps_z_,
+                "network_masks": self.network_masks_, "key_neurons": self.key_neurons_,
+                "mean": self.mean_, "scale": self.scale_}
+        if self.layout_ is None:
+            data["mask"] = (("mask_x", "mask_y", "mask_z"),
+                            np.asarray(self.mask_img_.dataobj).astype(np.uint8))
+            attrs["mask_affine"] = json.dumps(np.asarray(self.mask_img_.affine).tolist())
+        else:
+            attrs["layout"] = json.dumps(self.layout_.to_dict())
+        return xr.Dataset(data, attrs=attrs)
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> FunctionalNetworks:
         """Rebuild a fitted estimator from :meth:`to_dataset`'s output."""
         params = json.loads(ds.attrs["params"])
+        for old, new in (("n_restarts", "n_init"), ("progress", "verbose")):  # llmbrain 0.1
+            if old in params:
+                params[new] = int(params.pop(old))
+        if params.get("layout") is not None:
+            params["layout"] = VolumeLayout(tuple(params["layout"]["layers"]),
+                                            tuple(params["layout"]["neurons"]))
         est = cls(**params)
         est.units_ = json.loads(ds.attrs["units"])
         est.components_ = ds["components"].load()
         est.maps_z_ = ds["maps_z"].load()
+        est.layers_ = [int(v) for v in est.components_["layer"].values]
         est.mean_ = ds["mean"].load()
         est.scale_ = ds["scale"].load()
         est.n_tokens_ = int(ds.attrs["n_tokens"])
         est.fit_info_ = json.loads(ds.attrs.get("fit_info", "{}"))
         est.source_attrs_ = {key[len("source_"):]: v for key, v in ds.attrs.items()
                              if key.startswith("source_")}
-        est._mask_img = None
+        est.input_type_ = ds.attrs.get("input_type", "activations")
+        if "mask" in ds:
+            mask_img = nib.Nifti1Image(ds["mask"].values.astype(np.uint8),
+                                       np.asarray(json.loads(ds.attrs["mask_affine"])))
+            est._set_space(None, mask_img)
+            if ds.attrs.get("mask_img_given"):
+                est.mask_img = mask_img
+        else:
+            spec = json.loads(ds.attrs["layout"]) if "layout" in ds.attrs else None
+            est._set_space(None if spec is None else VolumeLayout(
+                tuple(spec["layers"]), tuple(spec["neurons"])), None)
         est.threshold_ = float(ds.attrs["threshold"])
         est.network_masks_ = ds["network_masks"].load().astype(bool)
         est.key_neurons_ = ds["key_neurons"].load().astype(bool)
         return est
 
-    def __repr__(self) -> str:
-        defaults = type(self)().get_params()
-        changed = {k: v for k, v in self.get_params().items()
-                   if v is not defaults[k] and not (isinstance(v, (int, float, str))
-                                                    and v == defaults[k])}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-
-
-def _update_moments(moments: dict, unit: list[int], block: torch.Tensor, n_neurons: int) -> None:
-    """Add a block (tokens × unit neurons) to the running moments of the layers in ``moments``."""
-    for j, pos in enumerate(unit):
-        if pos in moments:
-            moments[pos].update(block[:, j * n_neurons:(j + 1) * n_neurons])

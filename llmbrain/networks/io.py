@@ -3,14 +3,16 @@
 A networks folder holds::
 
     networks.zarr/        components, maps_z, network_masks, key_neurons,
-                          mean, scale (float32 / bool) with all attributes
+                          mean, scale (and the mask of a bare-mask image fit),
+                          in the estimator's own dtypes, with all attributes
     components.nii.gz     raw maps, one volume per component
     maps_z.nii.gz         z-scored maps
     key_neurons.nii.gz    1 where a neuron is key
     kind.json             what was saved
 
 A recurrence folder holds ``recurrence.zarr`` (the :func:`compare_runs`
-result), ``consensus.nii.gz`` and one networks folder per run
+result and the recurrence parameters), ``consensus.nii.gz`` and one networks
+folder per run
 (``run-0``, ``run-1``, ...). Folders are written to a temporary sibling and
 renamed into place, so a folder is never half written.
 """
@@ -23,6 +25,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import xarray as xr
+from sklearn.base import clone
+from sklearn.utils.validation import check_is_fitted
 
 from .._outputs import write_output
 from ..volumes import to_volumes
@@ -40,16 +44,21 @@ def _float32(ds: xr.Dataset) -> xr.Dataset:
 
 def _write_networks(est: FunctionalNetworks, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    _float32(est.to_dataset()).to_zarr(folder / "networks.zarr", mode="w", consolidated=False)
+    est.to_dataset().to_zarr(folder / "networks.zarr", mode="w", consolidated=False)
     nib.save(est.components_img_, folder / "components.nii.gz")
     nib.save(est.maps_z_img_, folder / "maps_z.nii.gz")
-    nib.save(to_volumes(est.key_neurons_.astype(np.float32)).img, folder / "key_neurons.nii.gz")
+    key = est._to_img(est.key_neurons_.values[None])          # in the fitted image space
+    nib.save(nib.Nifti1Image(np.asarray(key.dataobj)[..., 0], key.affine),
+             folder / "key_neurons.nii.gz")
     (folder / _KIND).write_text(json.dumps({"kind": "networks"}))
 
 
-def _write_recurrence(result: xr.Dataset, runs, folder: Path) -> None:
+def _write_recurrence(result: xr.Dataset, runs, folder: Path, params: dict | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    _float32(result).to_zarr(folder / "recurrence.zarr", mode="w", consolidated=False)
+    result = _float32(result)
+    if params is not None:
+        result.attrs["recurrence_params"] = json.dumps(params)
+    result.to_zarr(folder / "recurrence.zarr", mode="w", consolidated=False)
     nib.save(to_volumes(result["consensus"]).img, folder / "consensus.nii.gz")
     for i, run in enumerate(runs):
         _write_networks(run, folder / f"run-{i}")
@@ -74,12 +83,14 @@ def save_networks(networks, folder) -> Path:
     """
     folder = Path(folder).expanduser()
     if isinstance(networks, FunctionalNetworks):
-        networks._check_fitted()
+        check_is_fitted(networks)
         write = lambda tmp: _write_networks(networks, tmp)  # noqa: E731
     elif isinstance(networks, NetworkRecurrence):
-        if not hasattr(networks, "result_"):
-            raise RuntimeError("This NetworkRecurrence is not fitted yet: call fit(X) first.")
-        write = lambda tmp: _write_recurrence(networks.result_, networks.runs_, tmp)  # noqa: E731
+        check_is_fitted(networks)
+        params = networks.get_params(deep=False)
+        params.pop("estimator")    # each run's parameters are saved with the run
+        write = lambda tmp: _write_recurrence(networks.result_, networks.runs_, tmp,  # noqa: E731
+                                              params)
     elif isinstance(networks, xr.Dataset) and "consensus" in networks:
         write = lambda tmp: _write_recurrence(networks, [], tmp)  # noqa: E731
     else:
@@ -119,9 +130,10 @@ def load_networks(folder):
     if kind.get("n_runs", 0) == 0:
         return result
     runs = [_read_networks(folder / f"run-{i}") for i in range(kind["n_runs"])]
-    params = json.loads(runs[0].to_dataset().attrs["params"])
-    rec = NetworkRecurrence(n_runs=kind["n_runs"], cutoff=float(result.attrs["cutoff"]),
-                            reference=int(result.attrs["reference"]), **params)
+    params = json.loads(result.attrs.pop("recurrence_params", "{}")) or {
+        "n_runs": kind["n_runs"], "cutoff": float(result.attrs["cutoff"]),
+        "reference": int(result.attrs["reference"])}
+    rec = NetworkRecurrence(clone(runs[0]), **params)
     rec.runs_ = runs
     rec.result_ = result
     rec.key_neurons_union_ = result["key_neurons_union"]

@@ -9,11 +9,14 @@ keeps) and by majority vote.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
 import xarray as xr
 from scipy.optimize import linear_sum_assignment
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._data import as_source
@@ -183,53 +186,102 @@ def split_tokens(n_tokens: int, n_runs: int, documents: np.ndarray | None = None
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
-class NetworkRecurrence:
+class NetworkRecurrence(MetaEstimatorMixin, BaseEstimator):
     """Fit networks on ``n_runs`` disjoint token blocks and compare them.
+
+    A scikit-learn meta-estimator: the networks of each run are found by a
+    clone of ``estimator``, whose parameters are reached as
+    ``estimator__<name>`` (``get_params(deep=True)``, ``set_params``).
 
     Parameters
     ----------
+    estimator : FunctionalNetworks, optional
+        The (unfitted) estimator of each run; ``FunctionalNetworks()`` by
+        default. Its ``layers``, ``mask_img`` and ``layout`` select and read
+        the data once, before the tokens are split into runs.
     n_runs : int, default=4
         Disjoint blocks of consecutive tokens (cut between documents).
     cutoff : float, default=0.5
         Matched ``|r|`` above which a network recurs.
     reference : int, default=0
         Run whose networks index the result.
-    **network_params
-        Parameters of each :class:`FunctionalNetworks` (n_components, method,
-        backend, scope, threshold, device, ...).
+    verbose : int, default=1
+        0: silent; 1 and more: a progress bar over runs (each run shows its
+        own according to ``estimator.verbose``).
 
     Attributes
     ----------
     runs_ : list of FunctionalNetworks
+        The fitted clone of ``estimator`` of each run.
     result_ : xarray.Dataset
         See :func:`compare_runs`.
     key_neurons_union_, key_neurons_majority_ : xarray.DataArray of bool (layer, neuron)
     recurrence_ : xarray.DataArray (component)
+
+    Examples
+    --------
+    >>> rec = NetworkRecurrence(FunctionalNetworks(n_components=20, scope="all"),
+    ...                         n_runs=4).fit("activations.zarr")  # doctest: +SKIP
+    >>> rec.set_params(estimator__n_components=10)                # doctest: +SKIP
     """
 
-    def __init__(self, n_runs=4, *, cutoff=0.5, reference=0, **network_params):
+    def __init__(self, estimator=None, *, n_runs=4, cutoff=0.5, reference=0, verbose=1):
+        self.estimator = estimator
         self.n_runs = n_runs
         self.cutoff = cutoff
         self.reference = reference
-        self.network_params = network_params
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "result_")
+
+    def _check_params(self) -> FunctionalNetworks:
+        estimator = FunctionalNetworks() if self.estimator is None else self.estimator
+        if not isinstance(estimator, FunctionalNetworks):
+            raise TypeError("estimator must be a FunctionalNetworks (or None for the default "
+                            f"one), got {type(estimator).__name__}.")
+        if isinstance(self.n_runs, bool) or not isinstance(self.n_runs, numbers.Integral) \
+                or self.n_runs < 2:
+            raise ValueError(f"n_runs must be an integer of at least 2, got {self.n_runs!r}.")
+        if not isinstance(self.cutoff, numbers.Real) or not 0 < self.cutoff <= 1:
+            raise ValueError(f"cutoff must be in (0, 1], got {self.cutoff!r}.")
+        if not isinstance(self.reference, numbers.Integral) \
+                or not 0 <= self.reference < self.n_runs:
+            raise ValueError(f"reference={self.reference!r} is not a run index "
+                             f"(0..{self.n_runs - 1}).")
+        estimator._check_params()
+        return estimator
 
     def fit(self, X, y=None) -> NetworkRecurrence:
-        """Fit one :class:`FunctionalNetworks` per token block of ``X`` and compare."""
-        if not isinstance(self.n_runs, (int, np.integer)) or self.n_runs < 2:
-            raise ValueError(f"n_runs must be an integer of at least 2, got {self.n_runs!r}.")
-        FunctionalNetworks(**self.network_params)._validate()
-        source = as_source(X, mask_img=self.network_params.get("mask_img"),
-                           layout=self.network_params.get("layout"),
-                           layers=self.network_params.get("layers"))
+        """Fit one clone of ``estimator`` per token block of ``X`` and compare them.
+
+        Parameters
+        ----------
+        X : same kinds as :meth:`FunctionalNetworks.fit`
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        estimator = self._check_params()
+        source = as_source(X, mask_img=estimator.mask_img, layout=estimator.layout,
+                           layers=estimator.layers)
         documents = (np.asarray(source.data["document"].values)
                      if "document" in source.data.coords else None)
         blocks = split_tokens(source.n_tokens, self.n_runs, documents)
-        progress = self.network_params.get("progress", True)
-        self.runs_ = []
-        for block in tqdm(blocks, desc="runs", unit="run", disable=not progress):
-            params = {**self.network_params, "mask_img": None, "layout": None, "layers": None}
-            self.runs_.append(FunctionalNetworks(**params).fit(source.data.isel(token=block)))
-        self.result_ = compare_runs(self.runs_, reference=self.reference, cutoff=self.cutoff)
+        runs = []
+        for block in tqdm(blocks, desc="runs", unit="run", disable=not self.verbose):
+            runs.append(clone(estimator).fit(source.isel_tokens(block)))
+        self.runs_ = runs
+        self.result_ = compare_runs(runs, reference=self.reference, cutoff=self.cutoff)
         self.key_neurons_union_ = self.result_["key_neurons_union"]
         self.key_neurons_majority_ = self.result_["key_neurons_majority"]
         self.recurrence_ = self.result_["recurrence"]
@@ -237,14 +289,14 @@ class NetworkRecurrence:
 
     def summary(self) -> str:
         """Short text: recurrence and key neurons kept by union and majority."""
-        if not hasattr(self, "result_"):
-            raise RuntimeError("This NetworkRecurrence is not fitted yet: call fit(X) first.")
+        check_is_fitted(self)
         res = self.result_
         rec = res["recurrence"].values
-        return (f"{self.n_runs} runs, {rec.size} networks of run {self.reference}: "
+        others = np.arange(res.sizes["run"]) != self.reference
+        return (f"{res.sizes['run']} runs, {rec.size} networks of run {self.reference}: "
                 f"{int((rec >= 0.5).sum())} recur in at least half of the other runs "
                 f"(|r| >= {self.cutoff}); mean matched |r| "
-                f"{np.nanmean(np.abs(res['match_r'].values[np.arange(self.n_runs) != self.reference])):.3f}; "
+                f"{np.nanmean(np.abs(res['match_r'].values[others])):.3f}; "
                 f"mean mask IoU {np.nanmean(res['mask_iou'].values):.3f}\n"
                 f"key neurons: union {int(res['key_neurons_union'].sum())}, majority "
                 f"{int(res['key_neurons_majority'].sum())}")
