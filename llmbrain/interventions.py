@@ -122,9 +122,11 @@ def _layer_vectors(values, model: nn.Module, layers, what: str) -> dict[int, np.
     """Per-layer float vectors (one value per neuron) from a DataArray, dict,
     or an object with a ``mean`` mapping (calibration statistics)."""
     sizes = get_adapter(model).neurons_per_layer(model)
-    if not isinstance(values, (xr.DataArray, Mapping)) and isinstance(
-            getattr(values, "mean", None), Mapping):
-        values = values.mean
+    if isinstance(values, xr.Dataset) and "mean" in values:  # calibration statistics
+        widths = values["n_neurons"] if "n_neurons" in values.coords else None
+        values = {int(layer): values["mean"].sel(layer=layer).values[
+            :(int(widths.sel(layer=layer)) if widths is not None else None)]
+            for layer in values["layer"].values}
     out = {}
     for layer in layers:
         if isinstance(values, xr.DataArray):

@@ -9,8 +9,9 @@ import xarray as xr
 
 from llmbrain._testing import byte_tokenizer, tiny_model
 from llmbrain.models import get_adapter
-from llmbrain.pruning import (PruningPlan, collect_calibration_stats, make_plan, network_scores,
-                              score_neurons, token_windows)
+from llmbrain.corpus import tokenize_windows
+from llmbrain.pruning import (PruningPlan, collect_calibration_stats, layer_statistic, make_plan,
+                              network_scores, score_neurons)
 
 torch.set_num_threads(1)
 
@@ -28,55 +29,53 @@ def _scores(values):
 @pytest.mark.parametrize("arch", ["llama", "opt"])
 def test_calibration_stats_match_direct_computation(arch):
     model, tok = tiny_model(arch), byte_tokenizer()
-    windows = token_windows(tok, TEXTS, window=20)
-    assert len({len(w) for w in windows}) > 1  # a padded batch is exercised
+    windows = tokenize_windows(TEXTS * 4, tok, 20)
     adapter = get_adapter(model)
     seen = {l: [] for l in range(3)}
     with torch.no_grad():
-        for w in windows:  # one window at a time: no padding
-            handles = [adapter.down_proj(model, l).register_forward_pre_hook(
-                lambda m, a, l=l: seen[l].append(a[0].reshape(-1, a[0].shape[-1]).double()))
-                for l in range(3)]
-            model(torch.tensor([w]))
-            for h in handles:
-                h.remove()
-    stats = collect_calibration_stats(model, tok, windows, batch_size=3, progress=False)
-    assert stats.n_tokens == sum(map(len, windows))
+        handles = [adapter.down_proj(model, l).register_forward_pre_hook(
+            lambda m, a, l=l: seen[l].append(a[0].reshape(-1, a[0].shape[-1]).double()))
+            for l in range(3)]
+        model(torch.as_tensor(windows.input_ids, dtype=torch.long))
+        for h in handles:
+            h.remove()
+    stats = collect_calibration_stats(model, tok, windows, window=20, batch_size=3,
+                                      progress=False)
+    assert stats.attrs["n_tokens"] == windows.input_ids.size
+    assert stats["variance"].dims == ("layer", "neuron")
     for layer in range(3):
         x = torch.cat(seen[layer]).numpy()
-        np.testing.assert_allclose(stats.mean[layer], x.mean(0), rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(stats.mean_abs[layer], np.abs(x).mean(0), rtol=1e-4,
+        np.testing.assert_allclose(layer_statistic(stats, "mean", layer), x.mean(0), rtol=1e-4,
                                    atol=1e-6)
-        np.testing.assert_allclose(stats.variance[layer], x.var(0, ddof=1), rtol=1e-4,
-                                   atol=1e-6)
-        np.testing.assert_allclose(stats.l2_norm[layer], np.sqrt((x ** 2).sum(0)), rtol=1e-4)
-    ds = stats.to_dataset()
-    assert ds["variance"].dims == ("layer", "neuron") and ds.attrs["n_tokens"] == stats.n_tokens
+        np.testing.assert_allclose(layer_statistic(stats, "mean_abs", layer), np.abs(x).mean(0),
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(layer_statistic(stats, "variance", layer), x.var(0, ddof=1),
+                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(layer_statistic(stats, "l2_norm", layer),
+                                   np.sqrt((x ** 2).sum(0)), rtol=1e-4)
 
 
-def test_token_windows_limits_and_errors():
-    tok = byte_tokenizer()
-    windows = token_windows(tok, TEXTS, window=16, max_tokens=40)
-    assert [len(w) for w in windows] == [16, 16, 8]
-    assert token_windows(tok, [[1, 2, 3], [4, 5]], max_tokens=4) == [[1, 2, 3], [4]]
-    with pytest.raises(ValueError, match="empty"):
-        token_windows(tok, [])
-    with pytest.raises(FileNotFoundError):
-        token_windows(tok, "/nonexistent/corpus.txt")
+def test_calibration_never_runs_the_language_model_head():
+    model, tok = tiny_model("llama"), byte_tokenizer()
+    calls = []
+    handle = model.lm_head.register_forward_hook(lambda *a: calls.append(1))
+    collect_calibration_stats(model, tok, TEXTS * 4, window=20, progress=False)
+    handle.remove()
+    assert calls == []
 
 
 # -- criteria ----------------------------------------------------------------
 def test_criteria_follow_their_formulas():
     model, tok = tiny_model("gpt2"), byte_tokenizer()
-    stats = collect_calibration_stats(model, tok, TEXTS, window=16, progress=False)
+    stats = collect_calibration_stats(model, tok, TEXTS * 4, window=16, progress=False)
     adapter = get_adapter(model)
     down = adapter.down_weight(model, 1).detach().double().numpy()  # (hidden, neuron)
     up = adapter.up_weights(model, 1)[0].detach().double().numpy()  # (neuron, hidden)
     expected = {
-        "contextual": stats.mean_abs[1],
+        "contextual": layer_statistic(stats, "mean_abs", 1),
         "magnitude": np.sqrt((down ** 2).sum(0) + (up ** 2).sum(1)),
-        "wanda-sp": (np.abs(down) * stats.l2_norm[1][None, :]).sum(0),
-        "flap": stats.variance[1] * (down ** 2).sum(0),
+        "wanda-sp": (np.abs(down) * layer_statistic(stats, "l2_norm", 1)[None, :]).sum(0),
+        "flap": layer_statistic(stats, "variance", 1) * (down ** 2).sum(0),
     }
     for criterion, values in expected.items():
         scores = score_neurons(model, criterion, calibration=stats)
@@ -97,37 +96,36 @@ def test_criteria_refuse_missing_or_foreign_inputs():
     with pytest.raises(ValueError, match="networks"):
         score_neurons(model, "networks")
     other = collect_calibration_stats(tiny_model("llama", intermediate_size=40), byte_tokenizer(),
-                                      TEXTS, window=16, progress=False)
+                                      TEXTS * 4, window=16, progress=False)
     with pytest.raises(ValueError, match="another model"):
         score_neurons(model, "contextual", calibration=other)
     with pytest.raises(ValueError, match="has 48"):
-        score_neurons(model, "networks", networks=_scores(np.ones((3, 40))) > 0)
+        score_neurons(model, "networks", networks=_scores(np.ones((3, 40))))
+    with pytest.raises(ValueError, match="calibration statistics"):
+        score_neurons(model, "flap", calibration={"variance": np.ones(48)})
 
 
-def test_network_scores_rank_key_neurons_first():
+def test_network_scores_are_the_strongest_z_over_networks_runs_and_hooks():
     rng = np.random.default_rng(0)
-    z = xr.DataArray(rng.normal(size=(2, 5, 3, 20)), dims=("run", "component", "layer", "neuron"),
-                     coords={"layer": [0, 1, 2], "neuron": np.arange(20)})
-    abs_max = abs(z).max(("run", "component"))
-    keys = (abs(z) > 2.5).any("component")  # one mask per run: union taken inside
-    union = keys.any("run")
-    assert 0 < int(union.sum()) < union.size
-    scores = network_scores(keys, z)
-    assert scores.attrs["n_key_neurons"] == int(union.sum())
+    coords = {"layer": [0, 1, 2], "neuron": np.arange(20)}
+    runs = [xr.DataArray(rng.normal(size=(5, 2, 3, 20)), dims=("component", "hook", "layer",
+                                                                  "neuron"), coords=coords)
+            for _ in range(2)]
+    scores = network_scores(runs)
+    expected = np.maximum(*[abs(r).max(("component", "hook")).values for r in runs])
+    np.testing.assert_allclose(scores.values, expected)
+    assert scores.dims == ("layer", "neuron") and scores.attrs["n_runs"] == 2
+    # key neurons at any threshold are a set of top scores: a global plan keeping
+    # as many neurons as there are keys at T keeps exactly the keys at T
+    keys = (scores > 2.0).values
+    plan = make_plan(scores, sparsity=1 - keys.mean(), allocation="global")
     for layer in range(3):
-        row, key = scores.sel(layer=layer).values, union.sel(layer=layer).values
-        if key.any() and (~key).any():
-            assert row[key].min() > row[~key].max()
-        np.testing.assert_allclose(row[~key], abs_max.sel(layer=layer).values[~key])
-    # thresholding |z| when no mask is given
-    from_z = network_scores(max_abs_z=abs_max, threshold=2.5)
-    np.testing.assert_allclose(from_z.values, scores.values)
-    # plan keeps all keys when there is room
-    plan = make_plan(scores, sparsity=0.5)
-    for layer in range(3):
-        kept = set(plan.keep[layer])
-        key_idx = set(np.flatnonzero(union.sel(layer=layer).values))
-        assert key_idx <= kept or len(kept) < len(key_idx)
+        np.testing.assert_array_equal(plan.keep[layer], np.flatnonzero(keys[layer]))
+    assert plan.metadata["threshold"] <= 2.0
+    broken = runs[0].copy()
+    broken[0, 0, 1, 3] = np.nan
+    with pytest.raises(ValueError, match="layers \\[1\\] hold NaN"):
+        network_scores(broken)
 
 
 # -- plans -------------------------------------------------------------------
@@ -214,42 +212,20 @@ def test_plan_json_round_trip(tmp_path):
         PruningPlan.load(tmp_path / "other.json")
 
 
-def test_networks_criterion_unites_runs_and_reads_fitted_estimators():
+def test_networks_criterion_reads_fitted_estimators_and_checks_the_model():
     from types import SimpleNamespace
 
     model = tiny_model("llama")
     rng = np.random.default_rng(2)
     coords = {"layer": [0, 1, 2], "neuron": np.arange(48)}
-    runs = []
-    for _ in range(2):
-        maps = xr.DataArray(rng.normal(size=(4, 3, 48)), dims=("component", "layer", "neuron"),
-                            coords=coords)
-        runs.append(SimpleNamespace(maps_z_=maps, key_neurons_=(abs(maps) > 2.2).any("component")))
-    united = score_neurons(model, "networks", networks=runs)
-    union = runs[0].key_neurons_ | runs[1].key_neurons_
-    assert united.attrs["n_key_neurons"] == int(union.sum())
-    strongest = np.maximum(abs(runs[0].maps_z_).max("component"), abs(runs[1].maps_z_).max("component"))
-    non_key = ~union.values
-    np.testing.assert_allclose(united.values[non_key], strongest.values[non_key])
-    one = score_neurons(model, "networks", networks=runs[0])
-    assert one.attrs["n_key_neurons"] == int(runs[0].key_neurons_.sum())
+    runs = [SimpleNamespace(maps_z_=xr.DataArray(rng.normal(size=(4, 3, 48)),
+                                                 dims=("component", "layer", "neuron"),
+                                                 coords=coords)) for _ in range(2)]
+    united = score_neurons(model, "networks", networks=SimpleNamespace(runs_=runs))
+    strongest = np.maximum(abs(runs[0].maps_z_).max("component"),
+                           abs(runs[1].maps_z_).max("component"))
+    np.testing.assert_allclose(united.values, strongest.values)
+    np.testing.assert_allclose(score_neurons(model, "networks", networks=runs).values,
+                               united.values)
     with pytest.raises(TypeError, match="networks must be"):
         score_neurons(model, "networks", networks=[1, 2, 3])
-
-
-def test_networks_fill_ranks_non_key_neurons_by_another_criterion():
-    model, tok = tiny_model("llama"), byte_tokenizer()
-    stats = collect_calibration_stats(model, tok, TEXTS, window=16, progress=False)
-    rng = np.random.default_rng(3)
-    maps = xr.DataArray(rng.normal(size=(4, 3, 48)), dims=("component", "layer", "neuron"),
-                        coords={"layer": [0, 1, 2], "neuron": np.arange(48)})
-    keys = (abs(maps) > 2.2).any("component")
-    scores = score_neurons(model, "networks", networks={"maps_z": maps, "key_neurons": keys},
-                           fill="contextual", calibration=stats)
-    assert scores.attrs["fill"] == "contextual"
-    for layer in range(3):
-        row, key = scores.values[layer], keys.values[layer]
-        assert row[key].min() > row[~key].max()
-        np.testing.assert_allclose(row[~key], stats.mean_abs[layer][~key])
-    with pytest.raises(ValueError, match="calibration"):
-        score_neurons(model, "networks", networks=keys, fill="flap")

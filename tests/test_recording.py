@@ -105,7 +105,7 @@ def test_forward_stops_after_last_requested_layer(llama, tokenizer, texts, tmp_p
                max_tokens=64, progress=False)
     finally:
         handle.remove()
-    assert calls == [1]  # only the one-token probe of the feature size reached layer 2
+    assert calls == []  # neither the probe of the feature sizes nor the recording reached layer 2
 
 
 def test_interrupted_recording_resumes_and_loses_nothing(llama, tokenizer, texts, tmp_path,

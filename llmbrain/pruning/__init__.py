@@ -1,23 +1,27 @@
 """Structural pruning of MLP neurons: criteria, plans, application, saving."""
 
-from .calibration import CalibrationStats, collect_calibration_stats, token_windows
-from .criteria import CRITERIA, network_scores, score_neurons
+from .calibration import (STATISTICS, calibration_stats_from_activations,
+                          collect_calibration_stats, layer_statistic)
+from .criteria import CRITERIA, check_criterion, network_scores, score_neurons
 from .io import load_pruned, save_pruned
 from .plan import ALLOCATIONS, PruningPlan, make_plan
-from .structural import prune_model, resize_mlps
+from .structural import prune_layer, prune_model, resize_mlps
 
 __all__ = [
     "ALLOCATIONS",
     "CRITERIA",
-    "CalibrationStats",
     "PruningPlan",
+    "STATISTICS",
+    "calibration_stats_from_activations",
+    "check_criterion",
     "collect_calibration_stats",
     "load_pruned",
+    "layer_statistic",
     "make_plan",
     "network_scores",
+    "prune_layer",
     "prune_model",
     "resize_mlps",
     "save_pruned",
     "score_neurons",
-    "token_windows",
 ]

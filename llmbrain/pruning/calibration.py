@@ -1,186 +1,127 @@
 """Activation statistics of MLP neurons over a calibration corpus.
 
-One streaming pass: forward pre-hooks on every MLP output projection add each
-batch's neuron inputs to running float64 sums (of ``x``, ``|x|`` and ``x**2``)
-so that the memory used does not grow with the number of tokens.
+The statistics that activation-based criteria (contextual, Wanda-sp, FLAP)
+and bias compensation need are four numbers per neuron: the mean, the mean
+absolute value, the variance and the L2 norm of its input to the output
+projection over the calibration tokens. They are returned as an
+:class:`xarray.Dataset` with dims ``(layer, neuron)``:
+
+==============  ===========================================================
+variable        meaning
+==============  ===========================================================
+``mean``        mean input of the neuron
+``mean_abs``    mean absolute input (the *contextual* criterion)
+``variance``    unbiased variance over tokens (FLAP's fluctuation)
+``l2_norm``     ``sqrt(sum x**2)`` over tokens (Wanda's ``||X_j||``)
+==============  ===========================================================
+
+Attributes: ``n_tokens`` and ``model`` (the model's name). Layers narrower
+than the widest (a model already pruned non-uniformly) are padded with NaN,
+and the coordinate ``n_neurons`` (layer) gives every layer's width.
+
+:func:`collect_calibration_stats` runs the model once over the corpus through
+the recorder (the forward pass stops after the last measured layer; the
+language-model head never runs) and streams every batch into running moments
+(:class:`llmbrain._moments.RunningMoments`), so memory does not grow with the
+number of tokens. :func:`calibration_stats_from_activations` reads the same
+statistics from a recorded store.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import xarray as xr
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..models.adapters import get_adapter
+from .._moments import RunningMoments
+from ..recording.sinks import ActivationSink
 
-__all__ = ["CalibrationStats", "collect_calibration_stats", "token_windows"]
+__all__ = ["STATISTICS", "calibration_stats_from_activations", "collect_calibration_stats",
+           "layer_statistic"]
 
-
-@dataclass
-class CalibrationStats:
-    """Per-neuron statistics of the MLP neuron inputs over calibration tokens.
-
-    Attributes
-    ----------
-    n_tokens : int
-        Number of tokens the statistics were computed on.
-    mean, mean_abs, variance, l2_norm : dict of int to numpy.ndarray
-        Per layer, one float64 value per neuron: mean, mean absolute value,
-        unbiased variance over tokens, and the L2 norm ``sqrt(sum x**2)``
-        over tokens (the ``||X_j||`` of Wanda).
-    """
-
-    n_tokens: int
-    mean: dict[int, np.ndarray] = field(default_factory=dict)
-    mean_abs: dict[int, np.ndarray] = field(default_factory=dict)
-    variance: dict[int, np.ndarray] = field(default_factory=dict)
-    l2_norm: dict[int, np.ndarray] = field(default_factory=dict)
-
-    _STATS = ("mean", "mean_abs", "variance", "l2_norm")
-
-    @property
-    def layers(self) -> list[int]:
-        """Layers that have statistics."""
-        return sorted(self.mean)
-
-    @classmethod
-    def from_sums(cls, n_tokens: int, sums: dict) -> CalibrationStats:
-        """Build from per-layer running sums ``(sum x, sum |x|, sum x**2)``."""
-        stats = cls(n_tokens=int(n_tokens))
-        for layer, (s1, s_abs, s2) in sums.items():
-            mean = s1 / n_tokens
-            stats.mean[layer] = mean
-            stats.mean_abs[layer] = s_abs / n_tokens
-            stats.variance[layer] = np.maximum(s2 - n_tokens * mean * mean, 0.0) / max(
-                n_tokens - 1, 1)
-            stats.l2_norm[layer] = np.sqrt(s2)
-        return stats
-
-    @classmethod
-    def from_activations(cls, data, *, batch_tokens: int = 16384) -> CalibrationStats:
-        """Statistics of recorded MLP neurons, read from a store layer by layer.
-
-        Parameters
-        ----------
-        data : xarray.Dataset or DataArray
-            A store opened with :func:`llmbrain.open_activations` (recorded at
-            hook ``"mlp"``, with all neurons), or its ``activations``.
-        batch_tokens : int, default=16384
-            Tokens read at once (memory stays bounded).
-        """
-        attrs = data.attrs
-        if hasattr(data, "data_vars"):
-            data = data["activations"]
-        if attrs.get("hook", "mlp") != "mlp" or attrs.get("neurons_selected", "all") != "all":
-            raise ValueError("Calibration statistics need the MLP neurons (hook='mlp') with all "
-                             "neurons recorded; this store has hook="
-                             f"{attrs.get('hook')!r}, neurons={attrs.get('neurons_selected')!r}.")
-        n_tokens = data.sizes["token"]
-        sums = {}
-        for layer in data["layer"].values.tolist():
-            acc = [0.0, 0.0, 0.0]
-            for start in range(0, n_tokens, batch_tokens):
-                x = np.asarray(data.sel(layer=layer).isel(token=slice(start, start + batch_tokens))
-                               .values, dtype=np.float64)
-                acc = [acc[0] + x.sum(0), acc[1] + np.abs(x).sum(0), acc[2] + (x * x).sum(0)]
-            sums[int(layer)] = tuple(acc)
-        return cls.from_sums(n_tokens, sums)
-
-    def to_dataset(self) -> xr.Dataset:
-        """The statistics as an :class:`xarray.Dataset` (layer, neuron).
-
-        Raises
-        ------
-        ValueError
-            If the layers have different neuron counts (a non-uniformly
-            pruned model); use the dict attributes then.
-        """
-        sizes = {self.mean[layer].size for layer in self.layers}
-        if len(sizes) > 1:
-            raise ValueError("Layers have different neuron counts; use the per-layer dicts.")
-        coords = {"layer": self.layers, "neuron": np.arange(sizes.pop() if sizes else 0)}
-        data = {name: (("layer", "neuron"),
-                       np.stack([getattr(self, name)[layer] for layer in self.layers]))
-                for name in self._STATS}
-        return xr.Dataset(data, coords=coords, attrs={"n_tokens": self.n_tokens})
+#: Variables of a calibration-statistics Dataset.
+STATISTICS = ("mean", "mean_abs", "variance", "l2_norm")
 
 
-def token_windows(tokenizer, texts, window: int = 256, max_tokens: int | None = None,
-                  ) -> list[list[int]]:
-    """Cut a corpus into windows of token ids.
+def _as_dataset(moments: dict[int, RunningMoments], model_name: str = "") -> xr.Dataset:
+    layers = sorted(moments)
+    widths = [int(moments[layer].mean.numel()) for layer in layers]
+    width = max(widths)
+    values = {name: np.full((len(layers), width), np.nan) for name in STATISTICS}
+    n_tokens = moments[layers[0]].n
+    for i, layer in enumerate(layers):
+        m, n = moments[layer], widths[i]
+        if m.n < 2:
+            raise ValueError(f"Calibration statistics need at least 2 tokens; layer {layer} "
+                             f"saw {m.n}.")
+        values["mean"][i, :n] = m.mean.cpu().numpy()
+        values["mean_abs"][i, :n] = m.mean_abs.cpu().numpy()
+        values["variance"][i, :n] = m.variance(ddof=1).cpu().numpy()
+        values["l2_norm"][i, :n] = m.l2_norm.cpu().numpy()
+    coords = {"layer": layers, "neuron": np.arange(width), "n_neurons": ("layer", widths)}
+    return xr.Dataset({name: (("layer", "neuron"), v) for name, v in values.items()},
+                      coords=coords, attrs={"n_tokens": int(n_tokens), "model": model_name})
+
+
+def layer_statistic(stats: xr.Dataset, name: str, layer: int) -> np.ndarray:
+    """One statistic of one layer, without the NaN padding (float64).
 
     Parameters
     ----------
-    tokenizer : transformers.PreTrainedTokenizerBase
-    texts : str, path, sequence of str, or sequence of sequences of int
-        A corpus accepted by :func:`llmbrain.corpus.load_corpus` (a text or
-        JSONL file, a folder of ``.txt`` files, ``"default"``), a list of
-        texts, or already tokenized windows (used as they are).
-    window : int, default=256
-        Tokens per window. Texts are joined with the end-of-sequence token
-        and cut into consecutive windows; the last one may be shorter.
-    max_tokens : int, optional
-        Stop after this many tokens.
+    stats : xarray.Dataset
+        Calibration statistics (see the module documentation).
+    name : {"mean", "mean_abs", "variance", "l2_norm"}
+    layer : int
 
     Returns
     -------
-    list of list of int
+    numpy.ndarray of shape (n_neurons of the layer,)
     """
-    if isinstance(texts, (str, os.PathLike)):
-        from ..corpus import load_corpus
+    if not isinstance(stats, xr.Dataset) or name not in stats:
+        raise TypeError("Calibration statistics are an xarray.Dataset with the variables "
+                        f"{', '.join(STATISTICS)} (from collect_calibration_stats).")
+    if layer not in stats["layer"].values:
+        raise ValueError(f"The calibration statistics lack layer {layer} (they hold layers "
+                         f"{[int(v) for v in stats['layer'].values]}).")
+    row = stats[name].sel(layer=layer)
+    n = int(row["n_neurons"]) if "n_neurons" in row.coords else row.size
+    return np.asarray(row.values[:n], dtype=np.float64)
 
-        texts = load_corpus(texts)
-    texts = list(texts)
-    if not texts:
-        raise ValueError("The calibration corpus is empty; give at least one text.")
-    if window < 1:
-        raise ValueError(f"window must be a positive number of tokens, not {window}.")
-    if not isinstance(texts[0], str):
-        windows, budget = [], max_tokens
-        for w in texts:
-            w = [int(t) for t in w]
-            if budget is not None:
-                if budget <= 0:
-                    break
-                w = w[:budget]
-                budget -= len(w)
-            if w:
-                windows.append(w)
-        return windows
-    eos = tokenizer.eos_token_id
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if eos is not None:
-            ids.append(eos)
-        if max_tokens is not None and len(ids) >= max_tokens:
-            break
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
-    return [ids[i:i + window] for i in range(0, len(ids), window)]
+
+class _MomentsSink(ActivationSink):
+    """Stream each recorded batch into per-layer running moments."""
+
+    def start(self, layout) -> None:
+        super().start(layout)
+        self.moments = {layer: RunningMoments(absolute=True) for layer in layout.layers}
+
+    def write(self, block: torch.Tensor, first_window: int) -> None:
+        for i, layer in enumerate(self.layout.layers):
+            self.moments[layer].update(block[0, i])
+
+    def finish(self) -> xr.Dataset:
+        return _as_dataset(self.moments, str(self.layout.attrs.get("model", "")))
 
 
 @torch.no_grad()
-def collect_calibration_stats(model: nn.Module, tokenizer, texts, *, window: int = 256,
-                              batch_size: int = 8, max_tokens: int | None = None,
-                              layers: Sequence[int] | None = None,
-                              progress: bool = True) -> CalibrationStats:
+def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
+                              window: int = 256, batch_size: int = 8,
+                              max_tokens: int | None = None, layers: Sequence[int] | None = None,
+                              progress: bool = True) -> xr.Dataset:
     """Statistics of every MLP neuron's input over a calibration corpus.
 
     Parameters
     ----------
     model : transformers.PreTrainedModel
     tokenizer : transformers.PreTrainedTokenizerBase
-    texts : str, path, list of str, or list of token-id windows
-        The calibration corpus (see :func:`token_windows`).
+    corpus : str, path, list of str or TokenWindows, default="default"
+        Anything :func:`llmbrain.record` accepts; it is cut into windows by
+        :func:`llmbrain.corpus.tokenize_windows`.
     window : int, default=256
-        Tokens per forward window.
+        Tokens per window.
     batch_size : int, default=8
         Windows per forward pass.
     max_tokens : int, optional
@@ -188,62 +129,58 @@ def collect_calibration_stats(model: nn.Module, tokenizer, texts, *, window: int
     layers : sequence of int, optional
         Layers to measure (default: all).
     progress : bool, default=True
-        Show a tqdm progress bar (in tokens).
+        Show a progress bar (in tokens).
 
     Returns
     -------
-    CalibrationStats
+    xarray.Dataset
+        See the module documentation.
+
+    Examples
+    --------
+    >>> stats = collect_calibration_stats(model, tokenizer, "c4.jsonl",   # doctest: +SKIP
+    ...                                   max_tokens=16384)
+    >>> stats["variance"].sel(layer=3)                                     # doctest: +SKIP
     """
-    adapter = get_adapter(model)
-    n_layers = adapter.n_layers(model)
-    layers = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
-    bad = [layer for layer in layers if not 0 <= layer < n_layers]
-    if bad:
-        raise ValueError(f"Layers {bad} do not exist; the model has layers 0..{n_layers - 1}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
-    windows = token_windows(tokenizer, texts, window=window, max_tokens=max_tokens)
-    if not windows:
-        raise ValueError("The calibration corpus has no tokens.")
-    sums = {layer: [None, None, None] for layer in layers}  # sum x, sum |x|, sum x^2
-    state: dict[str, torch.Tensor] = {}
+    from ..recording import record
 
-    def make_hook(layer):
-        def hook(module, args):
-            x = args[0]
-            # some models (OPT) flatten (batch, seq) before the MLP
-            x = x.reshape(-1, x.shape[-1])[state["valid"]].to(torch.float64)
-            parts = (x.sum(0), x.abs().sum(0), (x * x).sum(0))
-            acc = sums[layer]
-            for i, part in enumerate(parts):
-                acc[i] = part if acc[i] is None else acc[i] + part
-        return hook
+    return record(model, tokenizer, corpus, None, hook="mlp", layers=layers, window=window,
+                  batch_size=batch_size, dtype="float32", max_tokens=max_tokens,
+                  progress=progress, sink=_MomentsSink())
 
-    handles = [adapter.down_proj(model, layer).register_forward_pre_hook(make_hook(layer))
-               for layer in layers]
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    n_tokens = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with tqdm(total=sum(map(len, windows)), unit="tok", desc="calibration",
-                  disable=not progress) as bar:
-            for start in range(0, len(windows), batch_size):
-                batch = windows[start:start + batch_size]
-                length = max(map(len, batch))
-                ids = torch.full((len(batch), length), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), length), dtype=torch.long)
-                for i, w in enumerate(batch):
-                    ids[i, :len(w)] = torch.tensor(w)
-                    mask[i, :len(w)] = 1
-                state["valid"] = mask.bool().reshape(-1).to(device)
-                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-                n_tokens += int(mask.sum())
-                bar.update(int(mask.sum()))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return CalibrationStats.from_sums(
-        n_tokens, {layer: tuple(t.cpu().numpy() for t in sums[layer]) for layer in layers})
+
+def calibration_stats_from_activations(data, *, batch_tokens: int = 16384) -> xr.Dataset:
+    """Calibration statistics of recorded MLP neurons, read from a store layer by layer.
+
+    Parameters
+    ----------
+    data : xarray.Dataset or DataArray
+        A store opened with :func:`llmbrain.open_activations` (recorded at
+        hook ``"mlp"``, with all neurons), or its ``activations``; NumPy- or
+        dask-backed.
+    batch_tokens : int, default=16384
+        Tokens read at once (memory stays bounded).
+
+    Returns
+    -------
+    xarray.Dataset
+        See the module documentation.
+    """
+    attrs = data.attrs
+    if hasattr(data, "data_vars"):
+        data = data["activations"]
+    if attrs.get("hook", "mlp") != "mlp" or attrs.get("neurons_selected", "all") != "all" \
+            or "hook" in data.dims:
+        raise ValueError("Calibration statistics need the MLP neurons (hook='mlp') with all "
+                         "neurons recorded; this store has hook="
+                         f"{attrs.get('hooks', attrs.get('hook'))!r}, neurons="
+                         f"{attrs.get('neurons_selected')!r}.")
+    n_tokens = data.sizes["token"]
+    moments = {}
+    for layer in data["layer"].values.tolist():
+        m = RunningMoments(absolute=True)
+        for start in range(0, n_tokens, batch_tokens):
+            block = data.sel(layer=layer).isel(token=slice(start, start + batch_tokens))
+            m.update(np.asarray(block.values, dtype=np.float32))
+        moments[int(layer)] = m
+    return _as_dataset(moments, str(attrs.get("model", "")))

@@ -4,17 +4,21 @@ Every criterion returns the same thing: an :class:`xarray.DataArray` of dims
 ``("layer", "neuron")`` named ``"importance"``, where a higher score means
 "keep". Layers with fewer neurons than the widest (a model already pruned
 non-uniformly) are padded with NaN, which :func:`~llmbrain.pruning.make_plan`
-reads as "no such neuron".
+reads as "no such neuron". How scores become a pruned model (allocation over
+layers, protected layers, bias compensation) is the same for every criterion:
+see :mod:`llmbrain.pruning.plan` and :func:`~llmbrain.pruning.prune_model`.
 
 Criteria
 --------
 ``"networks"``
-    Key neurons of functional networks are kept first: a neuron is *key*
-    when its z-scored map value exceeds a threshold (|z| > ~3.6) in any
-    network of any run (union over runs). Keys rank above every other
-    neuron; within each group neurons rank by their strongest |z|, which is
-    how the target count is filled (or keys trimmed) (arXiv 2502.20408,
-    2508.05239).
+    The strongest ``|z|`` of the neuron in the z-scored maps of functional
+    networks, over every network, every run on a disjoint text sample and
+    every hook point (a neuron recorded at ``up`` and ``act`` is two voxels:
+    either may make it key). A neuron is *key* when this exceeds a threshold
+    T, so keeping the highest scores keeps the key neurons; with
+    ``allocation="global"`` the plan solves the one T over all prunable
+    layers whose key set is the kept set, which is the published recipe
+    (arXiv 2502.20408, 2508.05239; see :func:`network_scores`).
 ``"contextual"``
     Mean absolute activation over a (domain) calibration corpus, as in the
     contextual pruning of domain Mini-GPTs (arXiv 2312.12682).
@@ -35,7 +39,7 @@ Criteria
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,13 +47,26 @@ import xarray as xr
 from torch import nn
 
 from ..models.adapters import get_adapter
-from .calibration import CalibrationStats
+from .calibration import layer_statistic
 
-__all__ = ["CRITERIA", "network_scores", "score_neurons"]
+__all__ = ["CRITERIA", "check_criterion", "network_scores", "score_neurons"]
 
 #: Names accepted by :func:`score_neurons`.
 CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "random")
 _NEEDS_CALIBRATION = ("contextual", "wanda-sp", "flap")
+_NEEDS_NETWORKS = ("networks",)
+
+
+def check_criterion(criterion: str) -> str:
+    """Return ``criterion`` if it names a criterion, else raise a clear error.
+
+    Call it before any expensive work: a misspelt criterion should fail in
+    the first second, not after the recording.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"Unknown criterion {criterion!r}; choose one of "
+                         f"{', '.join(CRITERIA)}.")
+    return criterion
 
 
 def _as_scores(per_layer: dict[int, np.ndarray], criterion: str) -> xr.DataArray:
@@ -63,119 +80,64 @@ def _as_scores(per_layer: dict[int, np.ndarray], criterion: str) -> xr.DataArray
                         name="importance", attrs={"criterion": criterion})
 
 
-def _reduce(array: xr.DataArray, how: str, what: str) -> xr.DataArray:
-    if "layer" not in array.dims or "neuron" not in array.dims:
-        raise ValueError(f"{what} needs dims 'layer' and 'neuron'; got {array.dims}.")
-    extra = [d for d in array.dims if d not in ("layer", "neuron")]
-    if extra:
-        array = array.any(extra) if how == "any" else abs(array).max(extra)
-    return array.transpose("layer", "neuron")
+def _maps_of(networks) -> list[xr.DataArray]:
+    """The z-scored maps of every run in a networks description."""
+    if hasattr(networks, "runs_"):  # a fitted NetworkRecurrence
+        return [run.maps_z_ for run in networks.runs_]
+    if hasattr(networks, "maps_z_"):  # a fitted FunctionalNetworks
+        return [networks.maps_z_]
+    if isinstance(networks, xr.Dataset) and "maps_z" in networks:
+        return [networks["maps_z"]]
+    if isinstance(networks, xr.DataArray):
+        return [networks]
+    if isinstance(networks, (list, tuple)) and networks:
+        return [maps for run in networks for maps in _maps_of(run)]
+    raise TypeError("networks must be a fitted FunctionalNetworks or NetworkRecurrence, the "
+                    "z-scored maps (a DataArray with dims layer and neuron, or a Dataset with "
+                    f"'maps_z'), or a list of these (runs); got {type(networks).__name__}.")
 
 
-def network_scores(key_neurons: xr.DataArray | None = None,
-                   max_abs_z: xr.DataArray | None = None,
-                   threshold: float = 3.6, fill: xr.DataArray | None = None) -> xr.DataArray:
-    """Scores that keep key neurons of functional networks first.
+def network_scores(networks) -> xr.DataArray:
+    """Each neuron's strongest ``|z|`` over networks, runs and hook points.
 
     Parameters
     ----------
-    key_neurons : xarray.DataArray of bool, optional
-        Key-neuron mask with dims ``layer`` and ``neuron``; extra dims (e.g.
-        ``run``, ``component``) are reduced with ``any`` (the union over runs).
-        Default: ``max_abs_z > threshold``.
-    max_abs_z : xarray.DataArray, optional
-        Strongest |z| of each neuron over networks, dims ``layer``, ``neuron``;
-        extra dims (e.g. ``component`` of z-scored maps, ``run``) are reduced
-        with ``max(abs(.))``. Without it, neurons rank by key membership only.
-    threshold : float, default=3.6
-        |z| above which a neuron is key, when ``key_neurons`` is not given.
-    fill : xarray.DataArray, optional
-        ``(layer, neuron)`` scores of another criterion that rank the
-        non-key neurons instead of their |z| (keys still come first, ranked
-        by |z|).
+    networks : FunctionalNetworks, NetworkRecurrence, DataArray, Dataset or list
+        Fitted estimators, or z-scored maps with dims ``layer`` and ``neuron``
+        plus any others (``component``, ``hook``, ``run``...), which are
+        reduced by ``max(|z|)``. A list (runs on disjoint samples) is united.
 
     Returns
     -------
     xarray.DataArray
-        ``(layer, neuron)`` scores: keys score ``max_abs_z + offset`` with
-        ``offset`` larger than every non-key score, the others ``max_abs_z``
-        (or ``fill``).
+        ``(layer, neuron)`` scores named ``"importance"``. A neuron is key at
+        threshold T when its score exceeds T: the key set of any T is a set
+        of top scores, so :func:`~llmbrain.pruning.make_plan` with
+        ``allocation="global"`` finds the T whose key set is the kept set.
     """
-    if key_neurons is None and max_abs_z is None:
-        raise ValueError("The 'networks' criterion needs key_neurons and/or max_abs_z "
-                         "(e.g. the z-scored maps of FunctionalNetworks).")
-    z = None if max_abs_z is None else _reduce(max_abs_z, "max", "max_abs_z").astype(float)
-    if key_neurons is None:
-        keys = z > threshold
-    else:
-        keys = _reduce(key_neurons, "any", "key_neurons")
-        if keys.dtype != bool:
-            raise ValueError(f"key_neurons must be boolean, not {keys.dtype}.")
-    if z is None:
-        z = xr.zeros_like(keys, dtype=float)
-    keys, z = xr.align(keys, z, join="exact")
-    if fill is None:
-        offset = float(np.nanmax(np.abs(z.values))) + 1.0 if z.size else 1.0
-        scores = z + keys.astype(float) * offset
-    else:
-        fill = fill.transpose("layer", "neuron").astype(float)
-        keys, z, fill = xr.align(keys, z, fill, join="exact")
-        top = float(np.nanmax(fill.values)) + 1.0 if fill.size else 1.0
-        scores = xr.where(keys, top + abs(z), fill)
+    reduced = []
+    for maps in _maps_of(networks):
+        if "layer" not in maps.dims or "neuron" not in maps.dims:
+            raise ValueError(f"Network maps need dims 'layer' and 'neuron'; got {maps.dims}.")
+        extra = [d for d in maps.dims if d not in ("layer", "neuron")]
+        z = abs(maps).max(extra, skipna=False) if extra else abs(maps)
+        z = z.transpose("layer", "neuron").astype(float)
+        reduced.append(z.drop_vars([c for c in z.coords if c not in ("layer", "neuron")]))
+    scores = (reduced[0] if len(reduced) == 1
+              else xr.concat(reduced, "run", join="exact").max("run", skipna=False))
+    if bool(scores.isnull().any()):
+        bad = [int(layer) for layer in scores["layer"].values[scores.isnull().any("neuron").values]]
+        raise ValueError(f"The network maps of layers {bad} hold NaN: their decomposition "
+                         "failed; fit the networks again rather than prune from them.")
     scores = scores.rename("importance")
-    scores.attrs = {"criterion": "networks", "n_key_neurons": int(keys.sum())}
-    if fill is not None:
-        scores.attrs["fill"] = str(fill.attrs.get("criterion", "custom"))
+    scores.attrs = {"criterion": "networks", "n_runs": len(reduced)}
     return scores
 
 
-def _networks_parts(networks):
-    """(key_neurons or None, max_abs_z or None) of one networks description."""
-    if hasattr(networks, "maps_z_"):  # a fitted FunctionalNetworks-like estimator
-        return getattr(networks, "key_neurons_", None), networks.maps_z_
-    if isinstance(networks, xr.Dataset):
-        networks = {name: networks[name] for name in networks.data_vars}
-    if isinstance(networks, xr.DataArray):
-        return (networks, None) if networks.dtype == bool else (None, networks)
-    if isinstance(networks, Mapping):
-        return networks.get("key_neurons"), networks.get("max_abs_z", networks.get("maps_z"))
-    if (isinstance(networks, Sequence) and len(networks) == 2
-            and all(isinstance(x, xr.DataArray) or x is None for x in networks)):
-        return networks[0], networks[1]
-    raise TypeError("networks must be a fitted FunctionalNetworks, a Dataset/dict with "
-                    "'key_neurons' and/or 'max_abs_z' (or 'maps_z'), a (key_neurons, max_abs_z)"
-                    " pair, one DataArray, or a list of these (runs, united).")
-
-
-def _networks_inputs(networks, threshold, fill=None):
-    single = not (isinstance(networks, (list, tuple)) and not (
-        len(networks) == 2 and all(isinstance(x, xr.DataArray) or x is None for x in networks)))
-    runs = [networks] if single else list(networks)
-    if not runs:
-        raise ValueError("networks is an empty list; give at least one run.")
-    keys, zs = [], []
-    for run in runs:
-        key, z = _networks_parts(run)
-        if z is not None:
-            z = _reduce(z, "max", "max_abs_z").astype(float)
-        if key is None:
-            if z is None:
-                raise ValueError("Every networks run needs key_neurons and/or z maps.")
-            key = z > threshold
-        keys.append(_reduce(key, "any", "key_neurons"))
-        zs.append(z)
-    if len(runs) == 1:
-        return network_scores(keys[0], zs[0], threshold, fill)
-    # union over runs: a neuron is key if it is key in any run; its |z| is its strongest
-    key = xr.concat(keys, dim="run", join="exact")
-    z = None if any(v is None for v in zs) else xr.concat(zs, dim="run", join="exact")
-    return network_scores(key, z, threshold, fill)
-
-
 @torch.no_grad()
-def score_neurons(model: nn.Module, criterion: str, *, calibration: CalibrationStats | None = None,
-                  networks=None, threshold: float = 3.6, fill: str | None = None,
-                  seed: int | None = 0, layers: Sequence[int] | None = None) -> xr.DataArray:
+def score_neurons(model: nn.Module, criterion: str, *, calibration: xr.Dataset | None = None,
+                  networks=None, seed: int | None = 0,
+                  layers: Sequence[int] | None = None) -> xr.DataArray:
     """Importance of every MLP neuron under one criterion (higher = keep).
 
     Parameters
@@ -183,19 +145,12 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: CalibrationS
     model : transformers.PreTrainedModel
     criterion : {"networks", "contextual", "magnitude", "wanda-sp", "flap", "random"}
         See the module documentation.
-    calibration : CalibrationStats, optional
-        Needed by "contextual", "wanda-sp" and "flap"; from
+    calibration : xarray.Dataset, optional
+        Needed by "contextual", "wanda-sp" and "flap": statistics from
         :func:`~llmbrain.pruning.collect_calibration_stats`.
-    networks : FunctionalNetworks, xarray.Dataset, dict, pair, DataArray or list, optional
-        Needed by "networks": a fitted estimator with ``key_neurons_`` and
-        ``maps_z_``, or ``key_neurons`` (bool) and/or ``max_abs_z`` (or
-        ``maps_z``), see :func:`network_scores`. A list of these (runs on
-        different samples) is united: key in any run, strongest |z| of all.
-    threshold : float, default=3.6
-        |z| threshold for key neurons when only z values are given.
-    fill : str, optional
-        For "networks": another criterion (e.g. "contextual") that ranks the
-        non-key neurons; by default they rank by their strongest |z|.
+    networks : FunctionalNetworks, NetworkRecurrence, DataArray, Dataset or list, optional
+        Needed by "networks": fitted estimators or their z-scored maps (see
+        :func:`network_scores`); a list of runs is united.
     seed : int or None, default=0
         Seed of the "random" criterion.
     layers : sequence of int, optional
@@ -205,61 +160,60 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: CalibrationS
     -------
     xarray.DataArray
         Dims ``("layer", "neuron")``, named ``"importance"``.
+
+    Examples
+    --------
+    >>> stats = collect_calibration_stats(model, tokenizer, "c4.jsonl")   # doctest: +SKIP
+    >>> scores = score_neurons(model, "flap", calibration=stats)          # doctest: +SKIP
+    >>> plan = make_plan(scores, sparsity=0.3, allocation="adaptive")     # doctest: +SKIP
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"Unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
+    check_criterion(criterion)
     adapter = get_adapter(model)
     sizes = adapter.neurons_per_layer(model)
-    if criterion == "networks":
+    if criterion in _NEEDS_NETWORKS:
         if networks is None:
-            raise ValueError("criterion='networks' needs networks=(key_neurons, max_abs_z).")
-        scores = _networks_inputs(networks, threshold)
+            raise ValueError("criterion='networks' needs networks=: fitted FunctionalNetworks "
+                             "or NetworkRecurrence, or their z-scored maps.")
+        scores = network_scores(networks)
         for layer in scores["layer"].values:
             if not 0 <= int(layer) < len(sizes):
                 raise ValueError(f"The networks name layer {layer} but the model has layers "
-                                 f"0..{len(sizes) - 1}.")
+                                 f"0..{len(sizes) - 1}: they were found on another model.")
             if scores.sizes["neuron"] != sizes[int(layer)]:
                 raise ValueError(f"The networks have {scores.sizes['neuron']} neurons per layer "
-                                 f"but layer {layer} of the model has {sizes[int(layer)]}.")
-        if fill is not None:
-            if fill == "networks":
-                raise ValueError("fill must be another criterion than 'networks'.")
-            fill_scores = score_neurons(model, fill, calibration=calibration, seed=seed,
-                                        layers=[int(layer) for layer in scores["layer"].values])
-            fill_scores = fill_scores.assign_coords(neuron=scores["neuron"].values)
-            scores = _networks_inputs(networks, threshold, fill_scores)
+                                 f"but layer {layer} of the model has {sizes[int(layer)]}: they "
+                                 "were found on another model.")
         if layers is not None:
             scores = scores.sel(layer=list(layers))
         return scores
     layers = list(range(len(sizes))) if layers is None else [int(layer) for layer in layers]
+    stats = {}
     if criterion in _NEEDS_CALIBRATION:
-        if not isinstance(calibration, CalibrationStats):
+        if not isinstance(calibration, xr.Dataset):
             raise ValueError(f"criterion={criterion!r} needs calibration statistics: "
-                             "calibration=collect_calibration_stats(model, tokenizer, texts).")
-        missing = [layer for layer in layers if layer not in calibration.mean]
-        if missing:
-            raise ValueError(f"The calibration statistics lack layers {missing}.")
+                             "calibration=collect_calibration_stats(model, tokenizer, corpus).")
+        name = {"contextual": "mean_abs", "wanda-sp": "l2_norm", "flap": "variance"}[criterion]
         for layer in layers:
-            if calibration.mean[layer].size != sizes[layer]:
+            stats[layer] = layer_statistic(calibration, name, layer)
+            if stats[layer].size != sizes[layer]:
                 raise ValueError(f"The calibration statistics of layer {layer} have "
-                                 f"{calibration.mean[layer].size} neurons, the model "
-                                 f"{sizes[layer]}: they were collected on another model.")
+                                 f"{stats[layer].size} neurons, the model {sizes[layer]}: they "
+                                 "were collected on another model.")
     rng = np.random.default_rng(seed)
     per_layer = {}
     for layer in layers:
         down = adapter.down_weight(model, layer).detach().to(torch.float64).cpu()
         if criterion == "contextual":
-            score = calibration.mean_abs[layer]
+            score = stats[layer]
         elif criterion == "magnitude":
             squares = (down ** 2).sum(0)
             for up in adapter.up_weights(model, layer):
                 squares = squares + (up.detach().to(torch.float64).cpu() ** 2).sum(1)
             score = squares.sqrt().numpy()
         elif criterion == "wanda-sp":
-            norms = torch.from_numpy(calibration.l2_norm[layer])
-            score = (down.abs() * norms[None, :]).sum(0).numpy()
+            score = (down.abs() * torch.from_numpy(stats[layer])[None, :]).sum(0).numpy()
         elif criterion == "flap":
-            score = calibration.variance[layer] * (down ** 2).sum(0).numpy()
+            score = stats[layer] * (down ** 2).sum(0).numpy()
         else:  # random
             score = rng.random(sizes[layer])
         per_layer[layer] = np.asarray(score, dtype=np.float64)

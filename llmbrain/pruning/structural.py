@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
@@ -25,6 +26,7 @@ from transformers.pytorch_utils import Conv1D
 from ..interventions import _layer_vectors
 from ..models.adapters import ArchitectureAdapter, get_adapter
 from ..models.layerwise import LayerwiseRunner
+from .calibration import layer_statistic
 from .plan import PruningPlan
 
 __all__ = ["prune_layer", "prune_model", "record_config", "remember_widths", "resize_mlps"]
@@ -143,13 +145,14 @@ def prune_model(model: nn.Module, plan: PruningPlan, bias_compensation=None, *,
     model : transformers.PreTrainedModel
     plan : PruningPlan
         Checked against ``model`` before any weight changes.
-    bias_compensation : None, "progressive", CalibrationStats, xarray.DataArray or dict
+    bias_compensation : None, "progressive", xarray.Dataset, xarray.DataArray or dict
         Add each removed neuron's mean contribution ``W_down[:, removed] @
         mean[removed]`` to the output projection's bias (created if the model
         has none), as FLAP does. The means are
 
-        * given (statistics of the dense model, e.g. :class:`CalibrationStats`
-          or a ``(layer, neuron)`` DataArray of means): every layer is
+        * given (statistics of the dense model from
+          :func:`~llmbrain.pruning.collect_calibration_stats`, or a
+          ``(layer, neuron)`` DataArray or ``{layer: means}`` dict): every layer is
           compensated with the dense model's means;
         * ``"progressive"``: measured on the model as it is being pruned, over
           the ``calibration`` tokens: layer ``l``'s means are taken after
@@ -187,6 +190,9 @@ def prune_model(model: nn.Module, plan: PruningPlan, bias_compensation=None, *,
     if progressive:
         runner = _calibration_runner(model, calibration, batch_size)
     elif bias_compensation is not None:
+        if isinstance(bias_compensation, xr.Dataset):  # calibration statistics
+            bias_compensation = {layer: layer_statistic(bias_compensation, "mean", layer)
+                                 for layer in plan.layers}
         means = _layer_vectors(bias_compensation, model, plan.layers, "bias_compensation")
     remember_widths(model)
     pruned = [layer for layer in plan.layers if plan.keep[layer].size < plan.n_neurons[layer]]

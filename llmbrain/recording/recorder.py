@@ -74,12 +74,21 @@ def _feature_size(model, adapter, layers, hooks, device) -> dict:
     """Size of the hooked tensor of every (hook, selected layer), from one tiny forward."""
     sizes = {}
     handles = []
+    expected = len(hooks) * len(layers)
+
+    def measure(hook, pos, x):
+        sizes[(hook, layers[pos])] = int(x.shape[-1])
+        if len(sizes) == expected:  # the rest of the model (and its head) is not run
+            raise _StopForward
+
     for hook in hooks:
-        handles += attach_hooks(model, adapter, layers, hook, lambda pos, x, hook=hook:
-                                sizes.__setitem__((hook, layers[pos]), int(x.shape[-1])))
+        handles += attach_hooks(model, adapter, layers, hook,
+                                lambda pos, x, hook=hook: measure(hook, pos, x))
     try:
         with torch.inference_mode():
             model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device), use_cache=False)
+    except _StopForward:
+        pass
     finally:
         for handle in handles:
             handle.remove()
