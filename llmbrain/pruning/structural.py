@@ -22,9 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
-from ..interventions import _layer_vectors
 from ..models.adapters import ArchitectureAdapter, get_adapter
 from ..models.layerwise import LayerwiseRunner
+from ..models.neurons import neuron_values as _layer_vectors
 from .plan import PruningPlan
 
 __all__ = ["prune_layer", "prune_model", "record_config", "remember_widths", "resize_mlps"]
