@@ -167,7 +167,8 @@ from pathlib import Path  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from llmbrain.evaluation.results import SCHEMA, read_results, results_table, save_results  # noqa: E402
+from llmbrain.evaluation.results import (SCHEMA, read_results, results_table,  # noqa: E402
+                                         save_results)
 from llmbrain.interventions import (_networks, intervene_on_networks,  # noqa: E402
                                     summarize_interventions)
 
@@ -458,7 +459,7 @@ def test_summary_example_runs():
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_pruning_borrows_no_private_helper_of_interventions():
+def test_pruning_imports_nothing_private_from_interventions():
     source = Path(__file__).resolve().parents[1] / "llmbrain" / "pruning"
     for path in source.glob("*.py"):
         text = path.read_text()

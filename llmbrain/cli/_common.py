@@ -19,7 +19,7 @@ _FLAGS = [
     (re.compile(r",? or open it with allow_incomplete=True"), ""),
     (re.compile(r"\b(overwrite|verify)=True\b"), lambda m: f"--{m[1]}"),
     (re.compile(r"\bdtype='(\w+)'"), r"--store-dtype \1"),
-    (re.compile(r"\b(text_field|encoding|layers|window|batch_size|n_controls)=(\.\.\.|\w+)"),
+    (re.compile(r"\b(text_field|encoding|layers|window|batch_size)=(\.\.\.|\w+)"),
      lambda m: f"--{m[1].replace('_', '-')} {m[2]}"),
     (re.compile(r"\bwindow_length=(\d+)"), r"--window \1"),
     (re.compile(r"\bmax_tokens=(\w+)"), r"--max-tokens \1"),
@@ -86,14 +86,13 @@ def verbosity_parser(suppress: bool) -> argparse.ArgumentParser:
 VERBOSITY = verbosity_parser(suppress=True)
 
 
-def add_verb(subparsers, name: str, *, help: str, description: str, examples: list[str],
-             aliases=()) -> argparse.ArgumentParser:
+def add_verb(subparsers, name: str, *, help: str, description: str,
+             examples: list[str]) -> argparse.ArgumentParser:
     """Add the parser of a verb, with its description and example commands."""
     epilog = ("example:\n" if len(examples) == 1 else "examples:\n") + "\n".join(
         f"  {line}" for line in examples)
     return subparsers.add_parser(name, help=help, description=description, epilog=epilog,
-                                 aliases=list(aliases), formatter_class=HelpFormatter,
-                                 parents=[VERBOSITY])
+                                 formatter_class=HelpFormatter, parents=[VERBOSITY])
 
 
 # ----------------------------------------------------------------------------- value parsers
@@ -213,7 +212,7 @@ def add_max_tokens_argument(parser, what: str = " (default: all)") -> None:
 def add_window_argument(parser, default: int | None, what: str = "", **kwargs) -> None:
     """``--window``: tokens per window (``what`` says which windows)."""
     parser.add_argument("--window", type=parse_window, default=default, metavar="TOKENS",
-                        help="tokens per window" + (f" ({what})" if what else ""), **kwargs)
+                        help="tokens per window" + what, **kwargs)
 
 
 def add_max_windows_argument(parser, default: int | None) -> None:

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     add_model_arguments(parser, positional=True)
     parser.add_argument("--wikitext", help="WikiText-2 test text file (HF rows newline-joined "
                                            "or wiki.test.raw)")
-    add_window_argument(parser, None, "perplexity; repeat for several (default: 128)",
+    add_window_argument(parser, None, " (perplexity); repeat for several (default: 128)",
                         action="append")
     add_max_windows_argument(parser, None)
     parser.add_argument("--zeroshot-root", help="folder with the zero-shot task files")

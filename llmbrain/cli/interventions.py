@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from ._common import (add_batch_size_argument, add_max_windows_argument, add_model_arguments,
@@ -13,8 +14,6 @@ _MODES = ("ablate", "amplify")
 
 def parse_modes(text: str) -> list[str]:
     """Parse ``"ablate,amplify"`` into ``["ablate", "amplify"]``."""
-    import argparse
-
     modes = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in modes if m not in _MODES]
     if unknown or not modes:
@@ -55,7 +54,7 @@ def register(subparsers) -> None:
                              "them by --scale), or both")
     parser.add_argument("--scale", type=float, default=3.0,
                         help="factor of the amplify intervention")
-    add_window_argument(parser, 128, "perplexity")
+    add_window_argument(parser, 128, " (perplexity)")
     add_max_windows_argument(parser, 32)
     add_batch_size_argument(parser)
     add_random_state_argument(parser, "the random controls")

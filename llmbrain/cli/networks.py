@@ -12,7 +12,8 @@ from ._common import (add_device_argument, add_layers_argument, add_n_components
 
 def register(subparsers) -> None:
     parser = add_verb(
-        subparsers, "networks", help="find functional networks (ICA maps) and key neurons in a store",
+        subparsers, "networks",
+        help="find functional networks (ICA maps) and key neurons in a store",
         description="Decompose recorded activations into functional networks with CanICA "
                     "(neurons = voxels, tokens = time points), z-score the maps and keep the "
                     "neurons with |z| above a threshold as key neurons. With --runs N the "

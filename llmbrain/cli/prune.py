@@ -39,7 +39,7 @@ def register(subparsers) -> None:
                              "compensation: text/JSONL file, folder of .txt, or 'default'")
     parser.add_argument("--calibration-tokens", type=int, default=8192,
                         help="calibration tokens to use")
-    add_window_argument(parser, 256, "calibration")
+    add_window_argument(parser, 256, " (calibration)")
     add_batch_size_argument(parser)
     parser.add_argument("--networks",
                         help="functional networks for --criterion networks: a Zarr store or "
@@ -117,7 +117,8 @@ def run(args) -> int:
     if calibration is not None:
         stats = collect_calibration_stats(model, tokenizer, calibration, window=args.window,
                                           batch_size=args.batch_size,
-                                          max_tokens=args.calibration_tokens, progress=args.progress)
+                                          max_tokens=args.calibration_tokens,
+                                          progress=args.progress)
     scores = score_neurons(model, args.criterion, calibration=stats, networks=networks,
                            threshold=args.threshold, fill=args.fill, seed=args.random_state)
     plan = make_plan(scores, args.sparsity, args.allocation,

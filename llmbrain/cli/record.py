@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     add_hook_argument(parser, "mlp", "; several MLP hooks are recorded in one pass, e.g. up,act")
     add_layers_argument(parser)
     parser.add_argument("--neurons", type=parse_int_list, help="e.g. 0-255 (default: all)")
-    add_window_argument(parser, 256, "recording")
+    add_window_argument(parser, 256, " (recording)")
     add_batch_size_argument(parser)
     add_max_tokens_argument(parser, " (default: the whole corpus)")
     parser.add_argument("--store-dtype", default="float16", choices=["float16", "float32"],

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", "-o", default="llmbrain-report", help="report folder")
     parser.add_argument("--tokens", type=parse_positive, default=8192, metavar="N",
                         help="tokens to record")
-    add_window_argument(parser, 256, "recording")
+    add_window_argument(parser, 256, " (recording)")
     add_batch_size_argument(parser)
     add_n_components_argument(parser, 10, " (per run)")
     add_runs_argument(parser, 3)
