@@ -74,7 +74,6 @@ def test_cheap_checks_come_before_the_model_is_loaded(model_folder, corpus_file,
     latin.write_bytes("café ".encode("latin-1") * 50)
     base = ["record", "--model", str(model_folder), "--out", str(tmp_path / "s.zarr")]
     for extra, message in [
-            (["--window", "1"], "--window must be at least 2"),
             (["--window", "32", "--max-tokens", "16"], "--max-tokens 16 is less than one window"),
             (["--device", "cuda"], "'cuda' is not available"),
             (["--corpus", "hf:wikitext"], "needs the 'datasets' package"),
@@ -88,9 +87,11 @@ def test_cheap_checks_come_before_the_model_is_loaded(model_folder, corpus_file,
                  ["evaluate", str(model_folder), "--efficiency"]):
         assert main(verb + ["--device", "cuda"]) == 1
         assert "'cuda' is not available" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(base + ["--max-tokens", "0"])
-    assert "must be at least 1" in capsys.readouterr().err
+    for extra, message in [(["--max-tokens", "0"], "must be at least 1"),
+                           (["--window", "1"], "must be at least 2")]:
+        with pytest.raises(SystemExit):
+            main(base + extra)
+        assert message in capsys.readouterr().err
 
 
 def test_messages_are_short_and_name_flags(model_folder, corpus_file, tmp_path, capsys):
@@ -142,3 +143,224 @@ def test_adapter_for_a_new_architecture_from_the_command_line(tmp_path, tokenize
     finally:
         adapters._REGISTRY.pop("starcoder2", None)
     assert open_activations(tmp_path / "s.zarr").attrs["architecture"] == "starcoder2"
+
+
+# ----------------------------------------------------------------------------- conventions
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from llmbrain.cli import VERBS, build_parser  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "xarray", "zarr", "nilearn", "pandas", "matplotlib")
+
+
+def _python(*args, **kwargs):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, **kwargs)
+
+
+def _verb_parsers():
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, {verb: action.choices[verb] for verb in VERBS}
+
+
+def test_help_needs_no_heavy_import():
+    code = ("import sys, llmbrain.cli; llmbrain.cli.build_parser(); "
+            f"print(sorted(set(sys.modules) & set({HEAVY!r})))")
+    result = _python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", f"imported for --help: {result.stdout}"
+
+
+def test_help_takes_less_than_a_second():
+    """Wall time of `llmbrain --help` and of `llmbrain VERB --help` (best of 3, as the machine
+    may be busy), printed; each must stay under 1 s."""
+    timings = {}
+    for verb in ("",) + VERBS:
+        args = ["-m", "llmbrain"] + ([verb] if verb else []) + ["--help"]
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            result = _python(*args)
+            best = min(best, time.perf_counter() - start)
+            assert result.returncode == 0, result.stderr
+        timings[f"llmbrain {verb} --help".replace("  ", " ")] = best
+    print("\n".join(f"{command:<36} {seconds:.2f} s" for command, seconds in timings.items()))
+    slow = {c: round(s, 2) for c, s in timings.items() if s >= 1.0}
+    assert not slow, f"help slower than 1 s: {slow}"
+
+
+def test_every_verb_has_an_example_and_shows_its_defaults():
+    parser, verbs = _verb_parsers()
+    assert "example" in parser.format_help()
+    for verb, sub in verbs.items():
+        text = sub.format_help()
+        assert "example" in text and f"  llmbrain {verb}" in text, verb
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.help in (None, argparse.SUPPRESS) or action.default is None \
+                    or action.default is False or action.default is argparse.SUPPRESS \
+                    or action.default == []:  # nothing given: no default to show
+                continue
+            shown = formatter._get_help_string(action)
+            assert "default" in shown, (verb, action.option_strings, shown)
+
+
+def _shared_actions():
+    _, verbs = _verb_parsers()
+    found = {}
+    for verb, sub in verbs.items():
+        for action in sub._actions:
+            if action.help is argparse.SUPPRESS:
+                continue
+            for flag in action.option_strings:
+                if flag.startswith("--"):
+                    found.setdefault(flag, {})[verb] = action
+    return found
+
+
+#: Flags whose default depends on what the verb uses them for (with that default).
+PURPOSE_DEFAULTS = {"--window": {"record": 256, "prune": 256, "run": 256, "interventions": 128,
+                                 "evaluate": None},  # recording / calibration / perplexity
+                    "--hook": {"record": "mlp", "volumes": None},  # volumes: the store's one
+                    "--n-components": {"networks": 20, "run": 10},  # run: minutes on a CPU
+                    "--runs": {"networks": 1, "run": 3},  # run measures recurrence
+                    "--max-windows": {"evaluate": None, "interventions": 32}}  # 1 vs ~500 runs
+
+
+def test_shared_flags_mean_the_same_in_every_verb():
+    found = _shared_actions()
+    for flag in ("--model", "--device", "--dtype", "--window", "--batch-size", "--random-state",
+                 "--n-components", "--threshold", "--layers", "--max-tokens", "--adapter"):
+        assert len(found.get(flag, {})) >= 2, f"{flag} is in fewer than two verbs"
+    for flag, by_verb in found.items():
+        if len(by_verb) < 2 or flag in ("--help", "--out", "--quiet", "--verbose"):
+            continue
+        actions = list(by_verb.items())
+        first_verb, first = actions[0]
+        for verb, action in actions[1:]:
+            where = f"{flag} in {first_verb} and {verb}"
+            assert action.type is first.type, where
+            assert action.choices == first.choices, where
+            assert action.dest == first.dest and action.metavar == first.metavar, where
+            meaning = [a.help.split(" (")[0].split(";")[0] for a in (first, action)]
+            assert meaning[0] == meaning[1], where
+            if flag in PURPOSE_DEFAULTS:
+                assert action.default == PURPOSE_DEFAULTS[flag][verb], where
+            else:
+                assert action.default == first.default, where
+    assert found["--device"]["record"].default == "auto"
+    assert found["--model"]["evaluate"].default == "default"
+    for verb in ("record", "prune", "evaluate", "interventions", "run"):
+        assert "--dtype" in found and found["--dtype"][verb].choices == (
+            "float32", "bfloat16", "float16"), verb  # the weights' type everywhere
+
+
+def test_names_kept_for_a_fast_help_match_the_library():
+    from llmbrain import evaluation, pruning, recording
+    from llmbrain.cli import _common, evaluate, prune
+
+    assert _common.HOOK_POINTS == recording.HOOK_POINTS
+    assert prune.CRITERIA == pruning.CRITERIA
+    assert prune.ALLOCATIONS == pruning.ALLOCATIONS
+    assert evaluate.ZEROSHOT_TASKS == evaluation.ZEROSHOT_TASKS
+
+
+def test_verbosity_before_and_after_the_verb_and_old_spellings():
+    parser = build_parser()
+    for argv in (["-q", "networks", "s"], ["networks", "s", "-q"], ["networks", "-q", "s"]):
+        args = parser.parse_args(argv)
+        assert args.quiet and not args.verbose, argv
+    args = parser.parse_args(["-v", "cache", "list"])
+    assert args.verbose and not args.quiet and args.action == "list"
+    assert parser.parse_args(["cache", "clear", "x", "-v", "-q"]).verbose
+    assert parser.parse_args(["networks", "s", "--seed", "3"]).random_state == 3
+    assert parser.parse_args(["networks", "s", "--stride", "2"]).layer_stride == 2
+    args = parser.parse_args(["evaluate", "pruned", "--efficiency"])
+    assert args.model_positional == "pruned"
+
+
+def test_quiet_after_the_verb_hides_progress(model_folder, corpus_file, tmp_path, capsys):
+    base = ["record", "--model", str(model_folder), "--corpus", str(corpus_file), "--window",
+            "32"]
+    assert main(base + ["--out", str(tmp_path / "a.zarr")]) == 0
+    assert "%|" in capsys.readouterr().err  # a tqdm bar
+    assert main(base + ["--out", str(tmp_path / "b.zarr"), "-q"]) == 0
+    assert "%|" not in capsys.readouterr().err
+
+
+def test_networks_window_is_refused_with_its_new_name(capsys):
+    with pytest.raises(SystemExit):
+        main(["networks", "store.zarr", "--scope", "window", "--window", "2"])
+    assert "--layer-window" in capsys.readouterr().err
+
+
+def test_device_auto(monkeypatch):
+    import torch
+
+    from llmbrain.cli import record
+    from llmbrain.models import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert check_device("auto") == torch.device("cpu")
+    seen = []
+    monkeypatch.setattr(record, "run", lambda args: seen.append(args.device))
+    assert main(["record"]) == 0 and seen == ["cpu"]  # auto is the default
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert main(["record", "--device", "auto"]) == 0 and seen[-1] == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert check_device("auto") == torch.device("cuda")
+    assert main(["record", "--device", "auto"]) == 0 and seen[-1] == "cuda"
+
+
+@pytest.mark.parametrize("verb", [["record"], ["networks", "s.zarr"], ["prune", "--out", "p"],
+                                  ["evaluate", "--efficiency"], ["run"],
+                                  ["interventions", "networks"]])
+def test_missing_device_is_one_line(verb, monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in (("cuda", "'cuda' is not available"),
+                            ("gpu", "'gpu' is no torch device")):
+        assert main(verb + ["--device", device]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+        assert err.startswith(f"llmbrain {verb[0]}: error: ") and err.count("\n") == 1, err
+
+
+def test_run_passes_every_flag_to_the_pipeline(model_folder, tmp_path, monkeypatch):
+    import torch
+
+    from llmbrain import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *args, **kwargs: calls.append(
+        (args, kwargs)))
+    out = tmp_path / "report"
+    assert main(["run", "--model", str(model_folder), "--corpus", "c.txt", "--tokens", "1024",
+                 "--window", "64", "--batch-size", "2", "--n-components", "4", "--runs", "2",
+                 "--threshold", "2.5", "--sparsity", "0.2", "--eval-windows", "3",
+                 "--random-state", "5", "--device", "cpu", "-q", "--out", str(out)]) == 0
+    (args, kwargs), = calls
+    assert args == (str(model_folder), "c.txt", str(out))
+    assert kwargs == dict(n_tokens=1024, window=64, batch_size=2, n_components=4, n_runs=2,
+                          threshold=2.5, sparsity=0.2, eval_windows=3, device="cpu", seed=5,
+                          overwrite=False, progress=False)
+    assert main(["run", "--model", str(model_folder), "--dtype", "bfloat16", "--out",
+                 str(out)]) == 0
+    model, tokenizer = calls[-1][0][0]  # loaded here, in the weights' type asked for
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_evaluate_takes_the_model_once(model_folder, capsys):
+    assert main(["evaluate", str(model_folder), "--model", "other", "--efficiency"]) == 1
+    assert "Two models given" in capsys.readouterr().err

@@ -58,7 +58,11 @@ def test_default_model_is_plain_and_cached(smollm2):
     assert not getattr(model, "is_quantized", False)
     assert not hasattr(model.config, "quantization_config")
     assert model.float() is model  # a quantized-flagged model refuses .float()
-    assert any((cache_dir() / "models").glob("SmolLM2-135M-Instruct*/model.safetensors"))
+    from llmbrain.models import cached_models, default_model_path
+
+    source = str(default_model_path().resolve())
+    assert any(source in entry.sources and (entry.path / "model.safetensors").is_file()
+               for entry in cached_models())
 
 
 def test_pruned_folder_with_uneven_layers_loads(tmp_path, tokenizer):

@@ -6,34 +6,36 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._common import add_adapter_argument
+from ._common import (add_batch_size_argument, add_max_windows_argument, add_model_arguments,
+                      add_verb, add_window_argument, parse_positive)
+
+#: llmbrain.evaluation.ZEROSHOT_TASKS, named here so that --help needs no torch (a test
+#: checks that they agree).
+ZEROSHOT_TASKS = ("boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge",
+                  "openbookqa")
 
 
 def register(subparsers) -> None:
-    from ..evaluation import ZEROSHOT_TASKS
-
-    parser = subparsers.add_parser(
-        "evaluate", help="perplexity, zero-shot accuracy and efficiency of a (pruned) model",
+    parser = add_verb(
+        subparsers, "evaluate",
+        help="perplexity, zero-shot accuracy and efficiency of a (pruned) model",
         description="Evaluate a model: WikiText-2 perplexity in non-overlapping windows, "
                     "zero-shot accuracy (acc / acc_norm as lm-evaluation-harness) on local "
                     "task files, domain perplexity / accuracy, and forward throughput. "
-                    "Writes one CSV row per measurement.")
-    parser.add_argument("model", nargs="?", default="default",
-                        help="folder (a pruned one is loaded with its per-layer widths), "
-                             ".gguf file, hub id, or 'default' (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                        help="weight type (default: %(default)s)")
+                    "Writes one CSV row per measurement.",
+        examples=["llmbrain evaluate --model pruned --wikitext wiki.test.raw "
+                  "--zeroshot-root data --tasks piqa,arc_easy --limit 200 --out scores.csv"])
+    add_model_arguments(parser, positional=True)
     parser.add_argument("--wikitext", help="WikiText-2 test text file (HF rows newline-joined "
                                            "or wiki.test.raw)")
-    parser.add_argument("--window", type=int, action="append",
-                        help="perplexity window in tokens; repeat for several (default: 128)")
-    parser.add_argument("--max-windows", type=int,
-                        help="score only the first N perplexity windows")
+    add_window_argument(parser, None, " (perplexity); repeat for several (default: 128)",
+                        action="append")
+    add_max_windows_argument(parser, None)
     parser.add_argument("--zeroshot-root", help="folder with the zero-shot task files")
     parser.add_argument("--tasks", default=",".join(ZEROSHOT_TASKS),
                         help="comma-separated zero-shot tasks (default: all seven)")
-    parser.add_argument("--limit", type=int, help="first N items of each task")
+    parser.add_argument("--limit", type=parse_positive, metavar="N",
+                        help="first N items of each task (default: all)")
     parser.add_argument("--domain-text", action="append", default=[],
                         help="domain text file for perplexity (.txt, .jsonl with 'text', "
                              "PubMedQA .json); repeatable")
@@ -41,11 +43,9 @@ def register(subparsers) -> None:
                         help="domain multiple-choice file (MMLU .csv, MedQA .jsonl); repeatable")
     parser.add_argument("--efficiency", action="store_true",
                         help="also measure parameters, weight memory and tokens/s")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="sequences per forward pass (default: %(default)s)")
+    add_batch_size_argument(parser)
     parser.add_argument("--out", "-o", help="CSV file for the results (written after every "
                                             "measurement, so an error loses nothing)")
-    add_adapter_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -53,22 +53,22 @@ def run(args) -> int:
     import pandas as pd
 
     from .._atomic import atomic_write
-    from ..models import check_device, load_model
+    from ..models import load_model
 
+    if args.model_positional is not None:  # `llmbrain evaluate MODEL`, as older versions took
+        if args.model not in ("default", args.model_positional):
+            raise ValueError(f"Two models given: {args.model_positional} and --model "
+                             f"{args.model}; give one, with --model.")
+        args.model = args.model_positional
     if not (args.wikitext or args.zeroshot_root or args.domain_text or args.domain_mc
             or args.efficiency):
         raise ValueError("Nothing to evaluate: give --wikitext, --zeroshot-root, --domain-text, "
                          "--domain-mc and/or --efficiency.")
-    for flag, value in (("--limit", args.limit), ("--max-windows", args.max_windows),
-                        ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be a positive integer, got {value}.")
     for flag, paths in (("--wikitext", [args.wikitext]), ("--zeroshot-root", [args.zeroshot_root]),
                         ("--domain-text", args.domain_text), ("--domain-mc", args.domain_mc)):
         for path in paths:
             if path and not Path(path).expanduser().exists():
                 raise FileNotFoundError(f"{flag} {path}: no such file or folder.")
-    check_device(args.device)
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     rows = []
 
@@ -108,11 +108,12 @@ def _evaluate(args, model, tokenizer, add) -> None:
         for window in args.window or [128]:
             ppl, details = perplexity(model, tokenizer, text, window=window,
                                       batch_size=args.batch_size, max_windows=args.max_windows,
-                                      return_details=True)
+                                      progress=args.progress, return_details=True)
             add("perplexity", f"wikitext2-{window}", "perplexity", ppl, details["n_windows"])
     if args.zeroshot_root:
         table = evaluate_zeroshot(model, tokenizer, args.zeroshot_root, args.tasks,
-                                  limit=args.limit, batch_size=args.batch_size)
+                                  limit=args.limit, batch_size=args.batch_size,
+                                  progress=args.progress)
         for task, row in table.iterrows():
             add("zeroshot", task, "acc", row["acc"], row["n"], row["acc_stderr"])
             add("zeroshot", task, "acc_norm", row["acc_norm"], row["n"], row["acc_norm_stderr"])
@@ -122,12 +123,12 @@ def _evaluate(args, model, tokenizer, add) -> None:
     if args.domain_text:
         table = domain_perplexity(model, tokenizer, args.domain_text, window=(args.window or
                                   [128])[0], batch_size=args.batch_size,
-                                  max_windows=args.max_windows)
+                                  max_windows=args.max_windows, progress=args.progress)
         for name, row in table.iterrows():
             add("domain", name, "perplexity", row["perplexity"], row["n_windows"])
     if args.domain_mc:
         table = domain_accuracy(model, tokenizer, args.domain_mc, limit=args.limit,
-                                batch_size=args.batch_size)
+                                batch_size=args.batch_size, progress=args.progress)
         for name, row in table.iterrows():
             add("domain", name, "acc", row["acc"], row["n"], row["acc_stderr"])
     if args.efficiency:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from ._common import format_bytes
+from ._common import add_verb, format_bytes
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("info", help="describe an activation store",
-                                   description="Describe a store written by `llmbrain record` "
-                                               "and check that its chunks are all there; "
-                                               "exits with 1 if the store is damaged.")
+    parser = add_verb(subparsers, "info", help="describe an activation store",
+                      description="Describe a store written by `llmbrain record` and check that "
+                                  "its chunks are all there; exits with 1 if the store is "
+                                  "damaged.",
+                      examples=["llmbrain info activations.zarr --verify"])
     parser.add_argument("store", help="store folder")
     parser.add_argument("--verify", action="store_true",
-                        help="also compare every chunk with its recorded checksum (reads the "
-                             "whole store)")
+                        help="compare every recorded chunk with its checksum; reads the whole "
+                             "store")
     parser.set_defaults(func=run)
 
 

@@ -5,55 +5,62 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ._common import add_model_arguments, parse_int_list
+from ._common import (add_batch_size_argument, add_model_arguments, add_overwrite_argument,
+                      add_random_state_argument, add_threshold_argument, add_verb,
+                      add_window_argument, parse_int_list)
 
 _BIAS_CHOICES = ("auto", "yes", "no")
+#: llmbrain.pruning.CRITERIA and ALLOCATIONS, named here so that --help needs no torch
+#: (a test checks that they agree).
+CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "random")
+ALLOCATIONS = ("uniform", "global", "adaptive")
 
 
 def register(subparsers) -> None:
-    from ..pruning import ALLOCATIONS, CRITERIA
-
-    parser = subparsers.add_parser(
-        "prune", help="remove MLP neurons, keeping the important ones (e.g. functional networks)",
+    parser = add_verb(
+        subparsers, "prune",
+        help="remove MLP neurons, keeping the important ones (e.g. functional networks)",
         description="Score the MLP neurons of a model with a criterion, choose the neurons each "
                     "layer keeps, rebuild the MLPs without the others and save the smaller model "
-                    "(load it back with llmbrain.pruning.load_pruned).")
+                    "(load it back with llmbrain.load_model).",
+        examples=["llmbrain prune --model default --criterion flap --sparsity 0.3 "
+                  "--calibration corpus.txt --out pruned",
+                  "llmbrain prune --criterion networks --fill contextual --networks networks "
+                  "--out pruned"])
     add_model_arguments(parser)
     parser.add_argument("--criterion", default="flap", choices=CRITERIA,
-                        help="importance criterion (default: %(default)s)")
+                        help="importance criterion")
     parser.add_argument("--sparsity", type=float, default=0.3,
-                        help="fraction of the prunable neurons to remove (default: %(default)s)")
+                        help="fraction of the prunable MLP neurons to remove")
     parser.add_argument("--allocation", default="uniform", choices=ALLOCATIONS,
-                        help="how removals spread over layers (default: %(default)s)")
+                        help="how removals spread over layers")
     parser.add_argument("--calibration", default="default",
                         help="calibration corpus for contextual/wanda-sp/flap and bias "
                              "compensation: text/JSONL file, folder of .txt, or 'default'")
     parser.add_argument("--calibration-tokens", type=int, default=8192,
-                        help="calibration tokens to use (default: %(default)s)")
-    parser.add_argument("--window", type=int, default=256, help="tokens per window")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+                        help="calibration tokens to use")
+    add_window_argument(parser, 256, " (calibration)")
+    add_batch_size_argument(parser)
     parser.add_argument("--networks",
                         help="functional networks for --criterion networks: a Zarr store or "
                              ".nc file (or a folder holding one) with 'key_neurons' and/or "
                              "'maps_z' / 'max_abs_z' (layer, neuron)")
-    parser.add_argument("--threshold", type=float, default=3.6,
-                        help="|z| above which a neuron is key when only z maps are given")
+    add_threshold_argument(parser, " (used when --networks holds z maps only)")
     parser.add_argument("--fill", choices=[c for c in CRITERIA if c != "networks"],
                         help="with --criterion networks: rank the non-key neurons by this "
                              "criterion instead of their |z|")
     parser.add_argument("--protect-layers", type=parse_int_list, default=[],
-                        help="layers kept whole, e.g. 0,29")
+                        help="layers kept whole, e.g. 0,29 (default: none)")
     parser.add_argument("--protect-first-last", action="store_true",
                         help="keep the first and last layers whole")
     parser.add_argument("--min-keep", type=int, default=1,
-                        help="least neurons any layer keeps (default: %(default)s)")
+                        help="least neurons any layer keeps")
     parser.add_argument("--bias-compensation", default="auto", choices=_BIAS_CHOICES,
                         help="add the removed neurons' mean contribution to the output bias "
-                             "(auto: only with flap; default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
+                             "(auto: only with flap)")
+    add_random_state_argument(parser, "the random criterion")
     parser.add_argument("--out", "-o", required=True, help="folder of the pruned model")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing pruned-model folder")
+    add_overwrite_argument(parser, "a pruned-model folder")
     parser.set_defaults(func=run)
 
 
@@ -85,7 +92,7 @@ def run(args) -> int:
     from .._outputs import check_output
     from ..corpus import load_corpus
     from ..evaluation import count_parameters
-    from ..models import check_device, load_model
+    from ..models import load_model
     from ..pruning import (collect_calibration_stats, make_plan, prune_model,
                            save_pruned, score_neurons)
 
@@ -98,7 +105,6 @@ def run(args) -> int:
     inputs = [p for p in (args.model, args.networks, args.calibration)
               if p and Path(p).expanduser().exists()]
     check_output(out, "pruned-model", overwrite=args.overwrite, inputs=inputs)
-    check_device(args.device)
     networks = open_networks(args.networks) if args.networks else None
     bias = (args.bias_compensation == "yes"
             or (args.bias_compensation == "auto" and args.criterion == "flap"))
@@ -106,21 +112,23 @@ def run(args) -> int:
     calibration = None
     if args.criterion in calibrated or args.fill in calibrated or bias:
         calibration = load_corpus(args.calibration)
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     stats = None
     if calibration is not None:
         stats = collect_calibration_stats(model, tokenizer, calibration, window=args.window,
                                           batch_size=args.batch_size,
-                                          max_tokens=args.calibration_tokens)
+                                          max_tokens=args.calibration_tokens,
+                                          progress=args.progress)
     scores = score_neurons(model, args.criterion, calibration=stats, networks=networks,
-                           threshold=args.threshold, fill=args.fill, seed=args.seed)
+                           threshold=args.threshold, fill=args.fill, seed=args.random_state)
     plan = make_plan(scores, args.sparsity, args.allocation,
                      protect_layers=args.protect_layers,
                      protect_first=int(args.protect_first_last),
                      protect_last=int(args.protect_first_last), min_keep=args.min_keep)
     before = count_parameters(model)["n_params"]
     start = time.perf_counter()
-    prune_model(model, plan, bias_compensation=stats if bias else None, progress=True)
+    prune_model(model, plan, bias_compensation=stats if bias else None,
+                progress=args.progress)
     after = count_parameters(model)["n_params"]
     save_pruned(model, tokenizer, out, plan=plan, overwrite=args.overwrite)
     kept = plan.n_kept()

@@ -2,83 +2,62 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from ._common import add_model_arguments, format_bytes, parse_int_list, parse_positive
-
-_HOOKS = ("mlp", "up", "gate", "act", "residual", "attention")
-
-
-def parse_hooks(text: str) -> list[str]:
-    """Parse ``"up,act"`` into ``["up", "act"]``."""
-    hooks = [h.strip() for h in text.split(",") if h.strip()]
-    unknown = [h for h in hooks if h not in _HOOKS]
-    if unknown or not hooks:
-        raise argparse.ArgumentTypeError(f"unknown hook {unknown[0] if unknown else text!r}; "
-                                          f"choose from {', '.join(_HOOKS)}")
-    return hooks
-
+from ._common import (add_batch_size_argument, add_corpus_argument, add_hook_argument,
+                      add_layers_argument, add_max_tokens_argument, add_model_arguments,
+                      add_overwrite_argument, add_verb, add_window_argument, format_bytes,
+                      parse_int_list)
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "record", help="record a model's activations over a corpus into a Zarr store",
+    parser = add_verb(
+        subparsers, "record", help="record a model's activations over a corpus into a Zarr store",
         description="Record the activations of a causal LM over a corpus into a Zarr store "
                     "(dims token, layer, neuron). An interrupted recording resumes, and "
                     "missing or damaged chunks are recorded again, when the same command is "
-                    "run again.")
+                    "run again.",
+        examples=["llmbrain record --model default --corpus notes.txt --out activations.zarr "
+                  "--layers 0-11"])
     add_model_arguments(parser)
-    parser.add_argument("--corpus", default="default",
-                        help="text file, JSONL file, folder of .txt files, hf:NAME[:CONFIG], or "
-                             "'default' (CPython's documentation; default: %(default)s)")
+    add_corpus_argument(parser)
     parser.add_argument("--text-field", default="text", help="JSONL/dataset text field")
-    parser.add_argument("--encoding", default="utf-8",
-                        help="encoding of the corpus files (default: %(default)s)")
-    parser.add_argument("--out", "-o", default="activations.zarr",
-                        help="store folder (default: %(default)s)")
-    parser.add_argument("--hook", default=["mlp"], type=parse_hooks,
-                        help="where to read activations: " + ", ".join(_HOOKS) + " (default: "
-                             "mlp = MLP neurons); several MLP hooks in one pass, e.g. up,act")
-    parser.add_argument("--layers", type=parse_int_list, help="e.g. 0,1,2 or 0-11 (default: all)")
+    parser.add_argument("--encoding", default="utf-8", help="encoding of the corpus files")
+    parser.add_argument("--out", "-o", default="activations.zarr", help="store folder")
+    add_hook_argument(parser, "mlp", "; several MLP hooks are recorded in one pass, e.g. up,act")
+    add_layers_argument(parser)
     parser.add_argument("--neurons", type=parse_int_list, help="e.g. 0-255 (default: all)")
-    parser.add_argument("--window", type=int, default=256, help="tokens per window")
-    parser.add_argument("--batch-size", type=parse_positive, default=8,
-                        help="windows per forward pass")
-    parser.add_argument("--max-tokens", type=parse_positive,
-                        help="record at most this many tokens")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing store (only a store; the new one takes its "
-                             "place once complete)")
+    add_window_argument(parser, 256, " (recording)")
+    add_batch_size_argument(parser)
+    add_max_tokens_argument(parser, " (default: the whole corpus)")
+    parser.add_argument("--store-dtype", default="float16", choices=["float16", "float32"],
+                        help="type of the stored activations")
+    add_overwrite_argument(parser, "a store")
     parser.add_argument("--verify", action="store_true",
-                        help="before resuming, check the recorded chunks against their "
-                             "checksums and record again those that differ")
+                        help="compare every recorded chunk with its checksum; before resuming, "
+                             "so that those that differ are recorded again")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from .._outputs import check_output, output_kind
     from ..corpus import load_corpus
-    from ..models import check_device, load_model
+    from ..models import load_model
     from ..recording import record
 
     # everything that needs no model is checked first
-    if args.window < 2:
-        raise ValueError(f"--window must be at least 2 tokens, got {args.window}.")
     if args.max_tokens is not None and args.max_tokens < args.window:
         raise ValueError(f"--max-tokens {args.max_tokens} is less than one window of "
                          f"{args.window} tokens (--window).")
-    check_device(args.device)
     if output_kind(args.out) != "activations":
         check_output(args.out, "activations", overwrite=True)
     documents = load_corpus(args.corpus, text_field=args.text_field, encoding=args.encoding)
-    model, tokenizer = load_model(args.model, device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     start = time.perf_counter()
     hook = args.hook[0] if len(args.hook) == 1 else args.hook
     ds = record(model, tokenizer, documents, args.out, hook=hook, layers=args.layers,
                 neurons=args.neurons, window=args.window, batch_size=args.batch_size,
-                dtype=args.dtype, max_tokens=args.max_tokens, overwrite=args.overwrite,
-                verify=args.verify)
+                dtype=args.store_dtype, max_tokens=args.max_tokens, overwrite=args.overwrite,
+                verify=args.verify, progress=args.progress)
     seconds = time.perf_counter() - start
     size = ds["activations"].nbytes
     hooks = ds.attrs.get("hooks") or [ds.attrs["hook"]]

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from ._common import parse_int_list, parse_positive
+from ._common import (add_hook_argument, add_layers_argument, add_max_tokens_argument,
+                      add_overwrite_argument, add_verb)
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "volumes", help="export a store as 4-D NIfTI images with mask and layer labels",
+    parser = add_verb(
+        subparsers, "volumes", help="export a store as 4-D NIfTI images with mask and layer labels",
         description="Write img.nii.gz (neurons as x-y slices, layers as z, tokens as time), "
-                    "mask.nii.gz, labels.nii.gz and layout.json.")
+                    "mask.nii.gz, labels.nii.gz and layout.json.",
+        examples=["llmbrain volumes activations.zarr --out volumes --max-tokens 4096"])
     parser.add_argument("store", help="store folder")
     parser.add_argument("--out", "-o", required=True, help="output folder")
-    parser.add_argument("--layers", type=parse_int_list, help="layers to export (default: all)")
-    parser.add_argument("--max-tokens", type=parse_positive, help="export only the first tokens")
-    parser.add_argument("--hook", help="the hook point to export, for a store of several")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing volumes folder")
+    add_layers_argument(parser, " (default: all in the store)")
+    add_max_tokens_argument(parser)
+    add_hook_argument(parser, None, "; the one to export from a store of several (default: the "
+                                    "store's only one)")
+    add_overwrite_argument(parser, "a volumes folder")
     parser.set_defaults(func=run)
 
 
@@ -26,7 +28,10 @@ def run(args) -> int:
     from ..volumes import save_volumes, to_volumes
 
     check_output(args.out, "volumes", overwrite=args.overwrite, inputs=[args.store])
-    data = open_activations(args.store, hook=args.hook)["activations"]
+    if args.hook is not None and len(args.hook) > 1:
+        raise ValueError(f"--hook {','.join(args.hook)}: volumes hold one hook point; export "
+                         "them one at a time.")
+    data = open_activations(args.store, hook=args.hook and args.hook[0])["activations"]
     if "hook" in data.dims:
         raise ValueError(f"{args.store} holds the hooks {data['hook'].values.tolist()}: choose "
                          "one with --hook.")

