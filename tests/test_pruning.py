@@ -246,3 +246,29 @@ def test_progressive_compensation_needs_calibration_windows():
     with pytest.raises(ValueError, match="not understood"):
         prune_model(model, plan, bias_compensation="later")
     assert get_adapter(model).neurons_per_layer(model) == [48, 48, 48]  # unchanged
+
+
+def test_prune_applies_the_same_plan_options_to_any_criterion():
+    from llmbrain.corpus import tokenize_windows
+    from llmbrain.pruning import PUBLISHED, PlanOptions, prune
+
+    model, tok = tiny_model("llama"), byte_tokenizer()
+    windows = tokenize_windows(TEXTS * 6, tok, 16)
+    stats = collect_calibration_stats(model, tok, windows, window=16, progress=False)
+    options = PlanOptions("uniform", protect_first=1, bias_compensation="progressive")
+    for criterion in ("flap", "random", "magnitude"):
+        pruned, plan = prune(model, criterion, 0.3, options=options, calibration=stats,
+                             calibration_windows=windows)
+        sizes = get_adapter(pruned).neurons_per_layer(pruned)
+        assert sizes[0] == 48 and sum(48 - s for s in sizes) == round(0.3 * 144)
+        assert plan.metadata["options"] == options.to_dict()
+        assert pruned.config.llmbrain_pruning["down_bias_layers"] == [1, 2]
+    assert get_adapter(model).neurons_per_layer(model) == [48, 48, 48]  # a copy was pruned
+    _, flap_plan = prune(model, "flap", 0.3, calibration=stats)  # FLAP's published options
+    assert flap_plan.allocation == PUBLISHED["flap"].allocation == "adaptive"
+    with pytest.raises(ValueError, match="calibration_windows"):
+        prune(model, "random", 0.3, options=options)
+    with pytest.raises(ValueError, match="bias_compensation"):
+        PlanOptions(bias_compensation="yes")
+    with pytest.raises(ValueError, match="Unknown criterion"):
+        prune(model, "networks+anything", 0.3)

@@ -229,3 +229,28 @@ def test_networks_criterion_reads_fitted_estimators_and_checks_the_model():
                                united.values)
     with pytest.raises(TypeError, match="networks must be"):
         score_neurons(model, "networks", networks=[1, 2, 3])
+
+
+def test_uniform_allocation_removes_exactly_the_budget():
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        n_layers = int(rng.integers(1, 6))
+        widths = rng.integers(3, 40, n_layers)
+        values = np.full((n_layers, widths.max()), np.nan)
+        for i, w in enumerate(widths):
+            values[i, :w] = rng.random(w)
+        sparsity = float(rng.uniform(0, 0.9))
+        min_keep = int(rng.integers(1, 3))
+        try:
+            plan = make_plan(_scores(values), sparsity, min_keep=min_keep)
+        except ValueError as err:
+            assert "can give up at most" in str(err)
+            continue
+        removed = sum(widths) - sum(plan.n_kept().values())
+        assert removed == int(round(sparsity * widths.sum()))
+        assert all(kept >= min_keep for kept in plan.n_kept().values())
+        # proportional: no two layers' removed fractions differ by more than one neuron's worth
+        fractions = [(w - plan.n_kept()[i]) / w for i, w in enumerate(widths)
+                     if plan.n_kept()[i] > min_keep]
+        if len(fractions) > 1:
+            assert max(fractions) - min(fractions) <= 1.0 / widths.min() + 1e-9

@@ -177,6 +177,31 @@ def _lowest(values: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(values, kind="stable")[:count]
 
 
+def _uniform_counts(total: int, sizes: dict[int, int], min_keep: int) -> dict[int, int]:
+    """Removals per layer, proportional to the layers' sizes and summing to ``total``
+    (largest remainders get the rounding), each layer keeping ``min_keep``."""
+    room = {layer: max(n - min_keep, 0) for layer, n in sizes.items()}
+    counts = {layer: 0 for layer in sizes}
+    left = total
+    while left > 0:
+        open_layers = [layer for layer in sizes if counts[layer] < room[layer]]
+        share = left / sum(sizes[layer] for layer in open_layers)
+        exact = {layer: min(share * sizes[layer], room[layer] - counts[layer])
+                 for layer in open_layers}
+        floors = {layer: int(np.floor(value)) for layer, value in exact.items()}
+        given = sum(floors.values())
+        order = sorted(open_layers, key=lambda layer: floors[layer] - exact[layer])
+        for layer in order[:max(0, min(left - given, len(order)))]:
+            if floors[layer] < room[layer] - counts[layer]:
+                floors[layer] += 1
+        for layer, count in floors.items():
+            counts[layer] += count
+        if sum(floors.values()) == 0:
+            break
+        left = total - sum(counts.values())
+    return counts
+
+
 def _protected(layers: list[int], protect_layers, protect_first: int, protect_last: int
                ) -> set[int]:
     for name, value in (("protect_first", protect_first), ("protect_last", protect_last)):
@@ -272,9 +297,8 @@ def make_plan(scores: xr.DataArray, sparsity: float = 0.3, allocation: str = "un
     removed: dict[int, np.ndarray] = {layer: np.empty(0, np.int64) for layer in layers}
     metadata = {"protected_layers": sorted(protected), "min_keep": int(min_keep)}
     if allocation == "uniform" and prunable:
-        fraction = total / sum(sizes[layer] for layer in prunable)
-        for layer in prunable:
-            count = min(int(round(fraction * sizes[layer])), max(sizes[layer] - min_keep, 0))
+        for layer, count in _uniform_counts(total, {layer: sizes[layer] for layer in prunable},
+                                            int(min_keep)).items():
             removed[layer] = _lowest(values[layer], count)
     elif prunable:
         pool_values, pool_layer, pool_index = [], [], []
