@@ -3,6 +3,7 @@ efficiency."""
 
 from .domain import domain_accuracy, domain_perplexity, load_multiple_choice
 from .efficiency import count_parameters, measure_efficiency
+from .evaluate import evaluate_model
 from .loglikelihood import encode_pair, loglikelihoods, model_max_length
 from .perplexity import (PROTOCOLS, load_text, load_wikitext2, needs_bos, perplexity,
                          perplexity_protocol, wikitext_rows)
@@ -34,6 +35,7 @@ __all__ = [
     "domain_accuracy",
     "domain_perplexity",
     "encode_pair",
+    "evaluate_model",
     "evaluate_zeroshot",
     "hellaswag_preprocess",
     "load_arc",

@@ -80,7 +80,8 @@ def measure_efficiency(model, tokenizer=None, *, batch_size: int = 8, seq_len: i
     -------
     efficiency : dict
         The counts of :func:`count_parameters`, plus ``tokens_per_s``
-        (median), ``seconds_per_batch`` (median), ``seconds_min``,
+        (median), ``tokens_per_s_stderr`` (standard error of the per-repeat
+        rates), ``seconds_per_batch`` (median), ``seconds_min``,
         ``seconds_max``, ``batch_size``, ``seq_len``, ``repeats`` and
         ``device``.
     """
@@ -103,7 +104,9 @@ def measure_efficiency(model, tokenizer=None, *, batch_size: int = 8, seq_len: i
         _sync(device)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
+    rates = [batch_size * seq_len / t for t in times]
+    spread = statistics.stdev(rates) / len(rates) ** 0.5 if len(rates) > 1 else float("nan")
     return {**count_parameters(model), "tokens_per_s": batch_size * seq_len / median,
-            "seconds_per_batch": median, "seconds_min": min(times), "seconds_max": max(times),
-            "batch_size": batch_size, "seq_len": seq_len, "repeats": repeats,
-            "device": str(device)}
+            "tokens_per_s_stderr": spread, "seconds_per_batch": median,
+            "seconds_min": min(times), "seconds_max": max(times), "batch_size": batch_size,
+            "seq_len": seq_len, "repeats": repeats, "device": str(device)}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from pathlib import Path
 
 import torch
@@ -231,7 +232,9 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
         Show a tqdm progress bar.
     return_details : bool, default=False
         Also return a dict with ``nll`` (mean), ``n_windows``, ``n_tokens``
-        (predicted tokens) and ``protocol``.
+        (predicted tokens), ``protocol``, ``nll_stderr`` (standard error of
+        the mean NLL over windows) and ``stderr`` (of the perplexity, by the
+        delta method: ``ppl * nll_stderr``).
 
     Returns
     -------
@@ -283,6 +286,7 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
         starts = starts[:max_windows]
 
     total_nll, total_tokens = 0.0, 0
+    window_nll = []  # mean NLL of every window, for the standard error
     batches = [starts[s:s + batch_size] for s in range(0, len(starts), batch_size)]
     for batch in tqdm(batches, desc=f"perplexity ({window}-token windows)", disable=not progress,
                       leave=False):
@@ -292,12 +296,15 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
         inputs = inputs.to(device)
         logits = model(input_ids=inputs).logits[:, :-1].float()
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), inputs[:, 1:].reshape(-1),
-                              reduction="sum")
-        total_nll += float(nll)
+                              reduction="none").view(len(batch), -1)
+        window_nll.extend(nll.mean(1).double().tolist())
+        total_nll += float(nll.double().sum())
         total_tokens += inputs[:, 1:].numel()
     mean_nll = total_nll / total_tokens
     ppl = math.exp(mean_nll)
     if return_details:
+        spread = (statistics.stdev(window_nll) / math.sqrt(len(window_nll))
+                  if len(window_nll) > 1 else float("nan"))
         return ppl, {"nll": mean_nll, "n_windows": len(starts), "n_tokens": total_tokens,
-                     "protocol": protocol}
+                     "protocol": protocol, "nll_stderr": spread, "stderr": ppl * spread}
     return ppl

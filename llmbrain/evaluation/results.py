@@ -22,8 +22,10 @@ column                   type   default   meaning
 ``allocation``           str    ""        how the sparsity is spread over layers
                                           ("uniform", "global", "adaptive")
 ``protected_layers``     str    ""        layers left whole, comma-separated ("0,29")
-``bias_compensation``    bool   False     removed neurons' mean output folded into the
-                                          bias
+``bias_compensation``    str    ""        how removed neurons' mean output is folded
+                                          into the bias: "" (not), "dense" (means of
+                                          the dense model), "progressive" (of the
+                                          model being pruned)
 ``calibration``          str    ""        data the pruning scores were computed on
                                           ("c4", "legal"; "" for none)
 ``intervention``         str    ""        change applied on top of the model ("ablate",
@@ -105,7 +107,7 @@ SCHEMA: tuple[Column, ...] = (
     Column("sparsity", "float", 0.0, "fraction of MLP neurons removed"),
     Column("allocation", "str", "", "spread of the sparsity over layers"),
     Column("protected_layers", "str", "", "layers left whole, comma-separated"),
-    Column("bias_compensation", "bool", False, "removed neurons' mean folded into the bias"),
+    Column("bias_compensation", "str", "", "'', 'dense' or 'progressive' bias compensation"),
     Column("calibration", "str", "", "data the pruning scores were computed on"),
     Column("intervention", "str", "", "change applied on top of the model"),
     Column("target", "str", "", "what the intervention changes"),
@@ -146,6 +148,15 @@ def _protected(value) -> str:
     if isinstance(value, Iterable):
         return ",".join(str(int(v)) for v in sorted(value))
     return str(int(value))
+
+
+def _compensation(value) -> str:
+    if value is None or value is False or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if value is True:
+        return "dense"
+    text = str(value).strip()
+    return {"true": "dense", "false": "", "none": ""}.get(text.lower(), text)
 
 
 def results_table(rows=None, /, **constants) -> pd.DataFrame:
@@ -242,6 +253,8 @@ def _convert(values: pd.Series, column: Column) -> pd.Series:
         if column.dtype == "str":
             if name == "protected_layers":
                 values = values.map(_protected)
+            if name == "bias_compensation":  # older tables: True/False
+                values = values.map(_compensation)
             return values.astype(str)
         if column.dtype == "float":
             return pd.to_numeric(values, errors="raise").astype(float)
