@@ -2,8 +2,13 @@
 
 Everything is turned into an :class:`ActivationSource`, a lazily read
 ``(token, layer, neuron)`` DataArray plus what is needed to map maps back to
-images. Token groups ("subjects" in fMRI terms) are contiguous blocks of
-tokens, or the images of a list of images.
+images. Activations of several hook points recorded together are
+``(token, hook, layer, neuron)``: the voxels of a layer are then all its
+(hook, neuron) pairs. Token groups ("subjects" in fMRI terms) are contiguous
+blocks of tokens, or the images of a list of images.
+
+NumPy-, Zarr- and dask-backed DataArrays are all read the same way: a block
+of tokens of one (hook, layer) at a time, so nothing larger is ever loaded.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ TOKEN_COORDS = ("document", "position", "token_id", "token_text")
 
 @dataclass
 class ActivationSource:
-    """A ``(token, layer, neuron)`` DataArray, possibly backed by a Zarr store.
+    """A ``(token, [hook,] layer, neuron)`` DataArray, possibly backed by a Zarr
+    store or dask.
 
     Attributes
     ----------
     data : xarray.DataArray
-        Dims (token, layer, neuron); values read on demand.
+        Dims (token, layer, neuron), or (token, hook, layer, neuron) for
+        several hook points; values read on demand.
     boundaries : list of int or None
         Token offsets separating images when the input was a list of images.
     mask_img : nibabel.Nifti1Image or None
@@ -69,18 +76,36 @@ class ActivationSource:
     def n_neurons(self) -> int:
         return int(self.data.sizes["neuron"])
 
+    @property
+    def hooks(self) -> list[str] | None:
+        """Names of the hook points (None for activations without a hook dim)."""
+        if "hook" not in self.data.dims:
+            return None
+        return [str(v) for v in self.data["hook"].values]
+
+    @property
+    def n_hooks(self) -> int:
+        return int(self.data.sizes.get("hook", 1))
+
     def read(self, tokens: slice, layer_positions) -> np.ndarray:
-        """Tokens × (layers · neurons) array of a block of tokens, in its stored
-        floating dtype (float16 stays float16: convert on the device)."""
+        """Tokens × (hooks · layers · neurons) array of a block of tokens, in its
+        stored floating dtype (float16 stays float16: convert on the device).
+
+        The features are ordered hook by hook, then layer by layer
+        (``reshape(n_tokens, n_hooks, n_layers, n_neurons)`` gives them back).
+        """
         layer_positions = list(layer_positions)
         block = self.data.isel(token=tokens)
         dtype = block.dtype if block.dtype.kind == "f" and block.dtype.itemsize <= 4 \
             else np.dtype(np.float32)
-        out = np.empty((block.sizes["token"], len(layer_positions), self.n_neurons), dtype=dtype)
-        # one layer at a time: a storage chunk holds one layer, so at most one
-        # layer's chunks are being decoded at any moment
-        for j, pos in enumerate(layer_positions):
-            out[:, j] = np.asarray(block.isel(layer=pos).values)
+        out = np.empty((block.sizes["token"], self.n_hooks, len(layer_positions),
+                        self.n_neurons), dtype=dtype)
+        # one (hook, layer) at a time: a storage chunk holds one layer of one
+        # hook, so at most one layer's chunks are being decoded at any moment
+        for h in range(self.n_hooks):
+            part = block.isel(hook=h) if "hook" in block.dims else block
+            for j, pos in enumerate(layer_positions):
+                out[:, h, j] = np.asarray(part.isel(layer=pos).values)
         return out.reshape(out.shape[0], -1)
 
     def token_coords(self, tokens: slice | None = None) -> dict:
@@ -125,7 +150,7 @@ def _from_images(imgs, mask_img, layout: VolumeLayout | None) -> ActivationSourc
 
 
 def as_source(X, *, mask_img=None, layout: VolumeLayout | None = None,
-              layers=None) -> ActivationSource:
+              layers=None, hooks=None) -> ActivationSource:
     """Turn any supported input into an :class:`ActivationSource`.
 
     Parameters
@@ -133,12 +158,17 @@ def as_source(X, *, mask_img=None, layout: VolumeLayout | None = None,
     X : path, xarray.Dataset, xarray.DataArray, LLMVolumes, Nifti1Image, list of images \
         or ActivationSource
         A store written by :func:`llmbrain.record` (opened lazily), activations
-        with dims (token, layer, neuron), or 4-D images. An ActivationSource is
-        passed through (``mask_img`` and ``layout`` are then ignored).
+        with dims (token, layer, neuron) or (token, hook, layer, neuron), or
+        4-D images. An ActivationSource is passed through (``mask_img`` and
+        ``layout`` are then ignored).
     mask_img, layout : optional
         For images: the mask (voxels to use) or the layout that made them.
     layers : list of int, optional
         Model layers to keep; all by default.
+    hooks : str or list of str, optional
+        Hook points to keep, in this order; all recorded ones by default. A
+        single hook point (recorded alone or selected) gives
+        (token, layer, neuron) activations.
     """
     attrs: dict = {}
     if isinstance(X, ActivationSource):
@@ -169,16 +199,20 @@ def as_source(X, *, mask_img=None, layout: VolumeLayout | None = None,
         source = _from_images(X, mask_img, layout)
     else:
         raise TypeError("Expected an activation store path, an xarray Dataset/DataArray with dims "
-                        "(token, layer, neuron), LLMVolumes, or 4-D NIfTI image(s); got "
+                        "(token, [hook,] layer, neuron), LLMVolumes, or 4-D NIfTI image(s); got "
                         f"{type(X).__name__}.")
     data = source.data
-    if set(data.dims) == {"token", "layer", "neuron"}:
-        data = data.transpose("token", "layer", "neuron")
-    if data.dims != ("token", "layer", "neuron"):
-        raise ValueError(f"Activations must have dims ('token', 'layer', 'neuron'), got {data.dims}.")
+    for dims in (("token", "layer", "neuron"), ("token", "hook", "layer", "neuron")):
+        if set(data.dims) == set(dims):
+            data = data.transpose(*dims)
+    if data.dims not in (("token", "layer", "neuron"), ("token", "hook", "layer", "neuron")):
+        raise ValueError("Activations must have dims ('token', 'layer', 'neuron'), or "
+                         f"('token', 'hook', 'layer', 'neuron') for several hook points; got "
+                         f"{data.dims}.")
     for dim in ("layer", "neuron"):
         if dim not in data.coords:
             data = data.assign_coords({dim: np.arange(data.sizes[dim])})
+    data = _select_hooks(data, hooks, attrs)
     if layers is not None:
         wanted = [int(v) for v in np.atleast_1d(layers)]
         present = [int(v) for v in data["layer"].values]
@@ -190,6 +224,32 @@ def as_source(X, *, mask_img=None, layout: VolumeLayout | None = None,
     source.data = data
     source.attrs = {**attrs, **source.attrs}
     return source
+
+
+def _select_hooks(data: xr.DataArray, hooks, attrs: dict) -> xr.DataArray:
+    """Keep the hook points ``hooks`` (all by default); one hook point drops the dim."""
+    recorded = ([str(v) for v in data["hook"].values] if "hook" in data.coords else
+                [str(v) for v in range(data.sizes["hook"])]) if "hook" in data.dims else \
+        [str(attrs.get("hook", data.attrs.get("hook", "mlp")))]
+    if hooks is not None:
+        wanted = [hooks] if isinstance(hooks, str) else [str(h) for h in hooks]
+        missing = [h for h in wanted if h not in recorded]
+        if missing or not wanted or len(set(wanted)) != len(wanted):
+            raise ValueError(f"hooks={list(wanted)} must name distinct recorded hook points; "
+                             f"the activations hold {recorded}.")
+        if "hook" in data.dims:
+            data = data.isel(hook=[recorded.index(h) for h in wanted])
+    if "hook" not in data.dims:
+        return data
+    if "hook" not in data.coords:
+        data = data.assign_coords(hook=recorded)
+    if data.sizes["hook"] == 1:
+        name = str(data["hook"].values[0])
+        data = data.isel(hook=0, drop=True)
+        data.attrs = {**data.attrs, "hook": name}
+        attrs["hook"] = name
+        attrs.pop("hooks", None)
+    return data
 
 
 def plan_units(layers: list[int], scope: str, window: int | None, stride: int | None

@@ -69,6 +69,10 @@ def network_masks(maps_z, threshold: float = KEY_NEURON_THRESHOLD):
 def key_neurons(maps_z, threshold: float = KEY_NEURON_THRESHOLD, dim: str = "component"):
     """Key neurons: those with ``|z| > threshold`` in at least one network.
 
+    A neuron recorded at several hook points (a ``hook`` dim, e.g. the
+    outputs of ``up_proj`` and of the activation function) is several voxels:
+    it is key when any of them is.
+
     Parameters
     ----------
     maps_z : xarray.DataArray or array-like
@@ -80,12 +84,13 @@ def key_neurons(maps_z, threshold: float = KEY_NEURON_THRESHOLD, dim: str = "com
 
     Returns
     -------
-    Boolean array without the network axis, e.g. ``(layer, neuron)`` (a
-    DataArray named ``key_neurons`` for a DataArray input).
+    Boolean array without the network (and hook) axis, e.g. ``(layer, neuron)``
+    (a DataArray named ``key_neurons`` for a DataArray input).
     """
     masks = network_masks(maps_z, threshold)
     if isinstance(masks, xr.DataArray):
-        return masks.any(dim).rename("key_neurons")
+        dims = [dim] + (["hook"] if "hook" in masks.dims and dim != "hook" else [])
+        return masks.any(dims).rename("key_neurons")
     return masks.any(axis=0)
 
 

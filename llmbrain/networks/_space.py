@@ -6,11 +6,12 @@ new data of that space go to time courses (:meth:`transform`), time courses go
 back to activations (:meth:`inverse_transform`) and the networks' explained
 variance can be measured (:meth:`score`).
 
-Activations are standardized with the fitted per-neuron mean and scale. The
+Activations are standardized with the fitted per-voxel mean and scale. The
 time courses of a unit's networks are the least-squares coefficients of the
 standardized activations of the unit's layers on its maps; going back, each
 unit rebuilds its layers and a layer that several units cover (overlapping
-windows) gets the mean of their reconstructions.
+windows) gets the mean of their reconstructions. With several hook points,
+the voxels of a layer are its (hook, neuron) pairs throughout.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class NetworkSpaceMixin(TransformerMixin):
     fitted networks.
 
     Uses the fitted attributes ``components_``, ``network_masks_``, ``units_``,
-    ``layers_``, ``mean_``, ``scale_``, ``input_type_`` and the parameters
-    ``n_components``, ``device`` and ``verbose``.
+    ``layers_``, ``hooks_``, ``mean_``, ``scale_``, ``input_type_`` and the
+    parameters ``n_components``, ``device`` and ``verbose``.
     """
 
     def _set_space(self, layout: VolumeLayout | None, mask_img) -> None:
@@ -57,12 +58,20 @@ class NetworkSpaceMixin(TransformerMixin):
     @property
     def components_img_(self) -> nib.Nifti1Image:
         """The raw maps as a 4-D NIfTI image (one volume per component)."""
-        return self._to_img(self.components_.values)
+        return self._to_img(self._one_hook(self.components_))
 
     @property
     def maps_z_img_(self) -> nib.Nifti1Image:
         """The z-scored maps as a 4-D NIfTI image."""
-        return self._to_img(self.maps_z_.values)
+        return self._to_img(self._one_hook(self.maps_z_))
+
+    def _one_hook(self, maps: xr.DataArray) -> np.ndarray:
+        check_is_fitted(self)
+        if "hook" in maps.dims:
+            raise ValueError(f"The networks' voxels belong to the hook points {self.hooks_}, "
+                             "which one image cannot hold: make the image of one of them with "
+                             "llmbrain.to_volumes(maps.sel(hook=...)).")
+        return maps.values
 
     def _to_img(self, values: np.ndarray) -> nib.Nifti1Image:
         """(n, fitted layers, neurons) values -> 4-D image of the fitted space."""
@@ -80,12 +89,22 @@ class NetworkSpaceMixin(TransformerMixin):
     # -------------------------------------------------- to and from time courses
     def _source(self, X) -> ActivationSource:
         """``X`` read in the fitted space (images through ``layout_`` or ``mask_img_``)."""
+        hooks = getattr(self, "hooks_", None)
         source = as_source(X, mask_img=self.mask_img_ if self.layout_ is None else None,
-                           layout=self.layout_, layers=self.layers_)
+                           layout=self.layout_, layers=self.layers_, hooks=hooks)
         if source.n_neurons != self.components_.sizes["neuron"]:
             raise ValueError(f"X has {source.n_neurons} neurons per layer, the networks "
                              f"{self.components_.sizes['neuron']}.")
+        if source.hooks != hooks:
+            raise ValueError(f"X holds the hook points {source.hooks}, but the networks were "
+                             f"fitted on one: select it (e.g. open_activations(path, hook=...) "
+                             "or X.sel(hook=...)).")
         return source
+
+    def _voxels(self, values: np.ndarray) -> np.ndarray:
+        """Fitted (..., [hook,] layer, neuron) values as (..., hook, layer, neuron)."""
+        return values if getattr(self, "hooks_", None) is not None else \
+            np.expand_dims(values, -3)
 
     def _projection(self, maps: str) -> UnitProjection:
         if maps not in ("thresholded", "raw"):
@@ -94,8 +113,9 @@ class NetworkSpaceMixin(TransformerMixin):
         if maps == "thresholded":
             weights = np.where(self.network_masks_.values, weights, 0)
         units = [[self.layers_.index(layer) for layer in unit] for unit in self.units_]
-        return UnitProjection(weights, units, self.n_components, self.mean_.values,
-                              self.scale_.values, self.device)
+        return UnitProjection(self._voxels(weights), units, self.n_components,
+                              self._voxels(self.mean_.values), self._voxels(self.scale_.values),
+                              self.device)
 
     def _blocks(self, source: ActivationSource, batch_tokens: int, desc: str):
         """``(slice, tokens × features)`` blocks of ``source``, as recorded."""
@@ -153,7 +173,8 @@ class NetworkSpaceMixin(TransformerMixin):
         -------
         xarray.DataArray (token, layer, neuron) or nibabel.Nifti1Image
             In the recorded units (the fitted mean and scale are put back), with
-            the token coordinates of ``time_courses``; a 4-D image of the
+            the token coordinates of ``time_courses``; (token, hook, layer,
+            neuron) for networks of several hook points; a 4-D image of the
             fitted space when the estimator was fitted on images. A layer that
             several units cover gets the mean of their reconstructions.
         """
@@ -168,15 +189,17 @@ class NetworkSpaceMixin(TransformerMixin):
                              f"{projection.n_components}), got {values.shape}.")
         z = projection.inverse_transform(torch.from_numpy(values))
         x = projection.unstandardize(z).cpu().numpy().astype(np.float32)
-        x = x.reshape(len(values), len(self.layers_), -1)
+        hooks = getattr(self, "hooks_", None)
+        x = x.reshape(len(values), len(hooks or [None]), len(self.layers_), -1)
         if self.input_type_ == "images":
-            return self._to_img(x)
-        coords = {"layer": self.layers_, "neuron": self.components_["neuron"].values}
+            return self._to_img(x[:, 0])
+        hook = {} if hooks is None else {"hook": hooks}
+        coords = {**hook, "layer": self.layers_, "neuron": self.components_["neuron"].values}
         if isinstance(time_courses, xr.DataArray):
             coords.update({name: ("token", c.values) for name, c in time_courses.coords.items()
                            if c.dims == ("token",)})
-        return xr.DataArray(x, dims=("token", "layer", "neuron"), coords=coords,
-                            name="activations")
+        return xr.DataArray(x if hook else x[:, 0], dims=("token", *hook, "layer", "neuron"),
+                            coords=coords, name="activations")
 
     def score(self, X, y=None, *, per_component: bool = False, maps: str = "thresholded",
               batch_tokens: int = 4096):
@@ -223,22 +246,25 @@ class UnitProjection:
 
     Parameters
     ----------
-    maps : ndarray of shape (n_units * n_components, n_layers, n_neurons)
+    maps : ndarray of shape (n_units * n_components, n_hooks, n_layers, n_neurons)
         Maps, zero outside each component's unit.
     units : list of list of int
         Positions (in the layer axis of ``maps``) of each unit's layers.
     n_components : int
         Components per unit (rows ``u * n_components ...`` belong to unit ``u``).
-    mean, scale : ndarray of shape (n_layers, n_neurons)
+    mean, scale : ndarray of shape (n_hooks, n_layers, n_neurons)
         Standardization of the activations (a zero scale counts as 1).
     device : torch.device
+
+    Activations are ``(tokens, n_features)`` with the features in the order
+    of ``maps`` (hook by hook, then layer by layer).
     """
 
     def __init__(self, maps: np.ndarray, units: list[list[int]], n_components: int,
                  mean: np.ndarray, scale: np.ndarray, device) -> None:
         self.device = torch.device(device)
-        n_layers, n_neurons = maps.shape[1:]
-        self.n_features = n_layers * n_neurons
+        n_hooks, n_layers, n_neurons = maps.shape[1:]
+        self.n_features = n_hooks * n_layers * n_neurons
         self.n_components = maps.shape[0]
         self.mean = torch.from_numpy(np.asarray(mean, np.float64).reshape(-1)).to(self.device)
         scale = torch.from_numpy(np.asarray(scale, np.float64).reshape(-1)).to(self.device)
@@ -247,10 +273,10 @@ class UnitProjection:
         coverage = torch.zeros(self.n_features, dtype=torch.float64, device=self.device)
         for u, positions in enumerate(units):
             rows = slice(u * n_components, (u + 1) * n_components)
-            unit_maps = np.ascontiguousarray(maps[rows][:, positions]).reshape(n_components, -1)
+            unit_maps = np.ascontiguousarray(maps[rows][:, :, positions]).reshape(n_components, -1)
             unit_maps = torch.from_numpy(unit_maps).to(self.device, torch.float64)
-            cols = torch.cat([torch.arange(p * n_neurons, (p + 1) * n_neurons)
-                              for p in positions]).to(self.device)
+            cols = torch.cat([torch.arange(n_neurons) + (h * n_layers + p) * n_neurons
+                              for h in range(n_hooks) for p in positions]).to(self.device)
             self.parts.append((rows, cols, unit_maps, torch.linalg.pinv(unit_maps)))
             coverage[cols] += 1
         self.coverage = coverage

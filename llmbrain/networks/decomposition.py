@@ -3,7 +3,10 @@
 Neurons are voxels and tokens are time points. Each neuron is z-scored over
 tokens, the data are reduced (per group of tokens, then across groups) and
 unmixed with spatial ICA; the maps are z-scored across neurons and the neurons
-with ``|z| > threshold`` in any map are the *key neurons*.
+with ``|z| > threshold`` in any map are the *key neurons*. With several hook
+points recorded together (e.g. the outputs of ``up_proj`` and of the
+activation function), every (hook, neuron) pair of a layer is a voxel: they
+are decomposed jointly, and a neuron is key when any of its voxels is.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         For ``scope="window"`` (``stride`` defaults to ``window``).
     layers : list of int, optional
         Model layers to use; all recorded ones by default.
+    hooks : str or list of str, optional
+        Hook points to use when the activations hold several
+        (``(token, hook, layer, neuron)``); all of them by default. The
+        voxels of a layer are then its (hook, neuron) pairs, decomposed
+        together; one hook point gives the usual (layer, neuron) voxels.
     threshold : float, default=KEY_NEURON_THRESHOLD (3.6)
         Neurons with ``|z| > threshold`` in a z-scored map belong to it
         (:func:`llmbrain.networks.network_masks`).
@@ -105,14 +113,18 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         Raw maps, with the method's sign convention (CanICA and FastICA: each
         map's largest tail is positive; DictLearning: nilearn's rule, more
         positive than negative neurons); zero outside the layers of the map's
-        unit. Coordinate ``unit`` gives each component's unit.
+        unit. Coordinate ``unit`` gives each component's unit. With several
+        hook points the maps (and ``maps_z_``, ``network_masks_``) are
+        (component, hook, layer, neuron).
     maps_z_ : xarray.DataArray (component, layer, neuron)
-        Maps z-scored across the neurons of their unit.
+        Maps z-scored across the voxels of their unit.
     network_masks_ : xarray.DataArray of bool (component, layer, neuron)
         ``|maps_z_| > threshold_``.
     key_neurons_ : xarray.DataArray of bool (layer, neuron)
-        Union of the network masks.
+        Union of the network masks (over networks and hook points).
     threshold_ : float
+    hooks_ : list of str or None
+        The hook points of the voxels when there are several, else None.
     units_ : list of list of int
         Model layers of each decomposed unit.
     layers_ : list of int
@@ -125,8 +137,8 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
     input_type_ : {"activations", "images"}
         What :meth:`fit` was given; :meth:`inverse_transform` returns the same.
     mean_, scale_ : xarray.DataArray (layer, neuron)
-        Per-neuron mean and standard deviation over the fitted tokens, used by
-        :meth:`transform`.
+        Per-voxel mean and standard deviation over the fitted tokens, used by
+        :meth:`transform` ((hook, layer, neuron) with several hook points).
     n_tokens_ : int
     fit_info_ : dict
         Groups, FastICA seeds, iterations and convergence per unit.
@@ -138,14 +150,15 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
     scikit-learn's common estimator checks that need no data pass (see
     ``tests/test_networks_estimator.py``). The others generate 2-D NumPy
     arrays (samples × features), which this estimator does not take: its
-    input is ``(token, layer, neuron)`` activations (an xarray object, a store
-    or images), whose layer axis defines the decomposed units. The tests check
+    input is ``(token, [hook,] layer, neuron)`` activations (an xarray object,
+    a store or images), whose layer axis defines the decomposed units. The tests check
     the same contracts (fit returns self, parameters untouched, idempotent
     fits, NotFittedError, clone of a fitted estimator) on such data.
     """
 
     def __init__(self, n_components=20, *, method="canica", backend="torch", scope="layer",
-                 window=None, stride=None, layers=None, threshold=KEY_NEURON_THRESHOLD,
+                 window=None, stride=None, layers=None, hooks=None,
+                 threshold=KEY_NEURON_THRESHOLD,
                  target_count=None, n_groups=4, max_memory_gb=None, batch_tokens=None,
                  n_init=10, fun="logcosh", max_iter=200, tol=1e-4, random_state=0,
                  device="cpu", mask_img=None, layout=None, backend_params=None, verbose=1):
@@ -156,6 +169,7 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         self.window = window
         self.stride = stride
         self.layers = layers
+        self.hooks = hooks
         self.threshold = threshold
         self.target_count = target_count
         self.n_groups = n_groups
@@ -221,9 +235,11 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         Parameters
         ----------
         X : path, xarray.Dataset or DataArray, LLMVolumes, or 4-D NIfTI image(s)
-            Activations (token, layer, neuron): a store written by
+            Activations (token, layer, neuron), or (token, hook, layer,
+            neuron) for several hook points: a store written by
             :func:`llmbrain.record` (read lazily, group by group), an xarray
-            object, or images with ``mask_img``/``layout``.
+            object (NumPy- or dask-backed), or images with
+            ``mask_img``/``layout``.
         y : None
             Ignored.
 
@@ -232,33 +248,28 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         self
         """
         self._check_params()
-        source = as_source(X, mask_img=self.mask_img, layout=self.layout, layers=self.layers)
+        source = self._fit_source(X)
         layers = source.layers
         units = plan_units(layers, self.scope, self.window, self.stride)
-        n_tokens, n_neurons = source.n_tokens, source.n_neurons
-        for unit in units:
-            n_vox = len(unit) * n_neurons
-            if self.n_components > n_vox:
-                raise ValueError(f"n_components={self.n_components} exceeds the {n_vox} neurons of "
-                                 f"a decomposed unit: lower n_components or use a wider scope.")
-        if self.n_components > n_tokens:
-            raise ValueError(f"n_components={self.n_components} exceeds the {n_tokens} tokens: "
-                             "lower n_components or give more tokens.")
+        n_tokens, n_neurons, n_hooks = source.n_tokens, source.n_neurons, source.n_hooks
+        self._check_sizes([n_hooks * len(unit) * n_neurons for unit in units], n_tokens,
+                          "neurons" if n_hooks == 1 else "voxels ((hook, neuron) pairs)")
         rng = check_random_state(self.random_state)
         k = self.n_components
-        # dense (component, layer, neuron), zero outside each component's unit
-        raw = np.zeros((len(units) * k, len(layers), n_neurons), np.float32)
+        # dense (component, hook, layer, neuron), zero outside each component's unit
+        raw = np.zeros((len(units) * k, n_hooks, len(layers), n_neurons), np.float32)
         moments = [RunningMoments() for _ in layers]
         info = {"units": []}
         bar = tqdm(total=len(units), desc="networks", unit="unit", disable=not self.verbose)
         done: set[int] = set()
         for u, unit in enumerate(units):
-            groups = self._groups(source, len(unit) * n_neurons)
+            groups = self._groups(source, n_hooks * len(unit) * n_neurons)
             # moments of a layer are accumulated once, by the first unit holding it
             todo = {pos: moments[pos] for pos in unit if pos not in done}
             blocks = self._standardized_groups(source, unit, groups, todo, u)
             if self.backend == "torch":
-                maps, unit_info = self._fit_unit_torch(blocks, len(unit) * n_neurons, u, rng)
+                maps, unit_info = self._fit_unit_torch(blocks, n_hooks * len(unit) * n_neurons,
+                                                       u, rng)
             else:
                 maps, unit_info = self._fit_unit_nilearn(
                     blocks, [layers[i] for i in unit], source.data["neuron"].values, rng)
@@ -269,13 +280,34 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
             if self.method != "dictlearning":   # DictLearning keeps nilearn's sign rule
                 maps = flip_signs(maps)
             done.update(unit)
-            raw[u * k:(u + 1) * k, unit[0]:unit[-1] + 1] = maps.reshape(k, len(unit), n_neurons)
+            raw[u * k:(u + 1) * k, :, unit[0]:unit[-1] + 1] = maps.reshape(
+                k, n_hooks, len(unit), n_neurons)
             info["units"].append({"layers": [layers[i] for i in unit], "n_groups": len(groups),
                                   **unit_info})
             bar.update()
         bar.close()
         self._set_fitted(source, units, raw, moments, info)
         return self
+
+    def _fit_source(self, X) -> ActivationSource:
+        """``X`` as a source of the selected layers and hook points."""
+        source = as_source(X, mask_img=self.mask_img, layout=self.layout, layers=self.layers,
+                           hooks=self.hooks)
+        if source.n_hooks > 1 and self.backend == "nilearn":
+            raise ValueError(f"The activations hold several hook points {source.hooks}, which "
+                             "nilearn's volumes cannot hold together: use backend='torch', or "
+                             "select one hook point (hooks='act').")
+        return source
+
+    def _check_sizes(self, unit_voxels: list[int], n_tokens: int, what: str) -> None:
+        for n_vox in unit_voxels:
+            if self.n_components > n_vox:
+                raise ValueError(f"n_components={self.n_components} exceeds the {n_vox} {what} "
+                                 "of a decomposed unit: lower n_components or use a wider "
+                                 "scope.")
+        if self.n_components > n_tokens:
+            raise ValueError(f"n_components={self.n_components} exceeds the {n_tokens} tokens: "
+                             "lower n_components or give more tokens.")
 
     def _groups(self, source: ActivationSource, n_vox: int) -> list[slice]:
         max_tokens = self.batch_tokens
@@ -309,20 +341,22 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         constant (e.g. all-zero) activations hold no network to find.
         """
         device = torch.device(self.device)
-        n_neurons = source.n_neurons
-        varying = torch.zeros(len(unit) * n_neurons, dtype=torch.bool, device=device)
+        shape = (source.n_hooks, len(unit), source.n_neurons)
+        varying = torch.zeros(int(np.prod(shape)), dtype=torch.bool, device=device)
         for group in tqdm(groups, desc=f"unit {u}", unit="group", leave=False,
                           disable=not self.verbose or len(groups) < 2):
             block = torch.from_numpy(source.read(group, unit)).to(device).to(torch.float32)
             check_finite(block)
+            voxels = block.view(len(block), *shape)
             for j, pos in enumerate(unit):
                 if pos in moments:
-                    moments[pos].update(block[:, j * n_neurons:(j + 1) * n_neurons])
+                    moments[pos].update(voxels[:, :, j])
             varying |= ~zscore_tokens(block)[1]
             yield block
             del block   # before the next read: one group in memory at a time
         if int(varying.sum()) < self.n_components:
-            raise ValueError(f"Only {int(varying.sum())} of {varying.numel()} neurons of layers "
+            what = "neurons" if source.n_hooks == 1 else "voxels"
+            raise ValueError(f"Only {int(varying.sum())} of {varying.numel()} {what} of layers "
                              f"{[source.layers[i] for i in unit]} vary over the tokens, fewer "
                              f"than n_components={self.n_components}: the activations hold no "
                              "networks to find. Check the recording (all-zero or constant "
@@ -366,26 +400,33 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         return maps.reshape(self.n_components, -1), {"seed": seed}
 
     def _set_fitted(self, source, units, raw, moments, info) -> None:
+        """Fitted attributes from the raw maps (component, hook, layer, neuron) and the
+        per-layer moments of (hook, neuron) voxels."""
         layers = source.layers
         k = self.n_components
         z = np.zeros_like(raw)
         for u, unit in enumerate(units):
-            rows = slice(u * k, (u + 1) * k)
-            block = raw[rows, unit[0]:unit[-1] + 1].reshape(k, -1)
-            z[rows, unit[0]:unit[-1] + 1] = zscore_maps(block).reshape(k, len(unit), -1)
+            rows, cols = slice(u * k, (u + 1) * k), slice(unit[0], unit[-1] + 1)
+            z[rows, :, cols] = zscore_maps(raw[rows, :, cols].reshape(k, -1)).reshape(
+                z[rows, :, cols].shape)
+        self.hooks_ = source.hooks
+        hook = {} if self.hooks_ is None else {"hook": self.hooks_}
         neurons = source.data["neuron"].values
-        coords = {"component": np.arange(raw.shape[0]), "layer": layers, "neuron": neurons,
-                  "unit": ("component", np.repeat(np.arange(len(units)), k))}
-        dims = ("component", "layer", "neuron")
+        coords = {"component": np.arange(raw.shape[0]), **hook, "layer": layers,
+                  "neuron": neurons, "unit": ("component", np.repeat(np.arange(len(units)), k))}
+        dims = ("component", *hook, "layer", "neuron")
+        if self.hooks_ is None:
+            raw, z = raw[:, 0], z[:, 0]
         self.units_ = [[layers[i] for i in unit] for unit in units]
         self.layers_ = list(layers)
         self.components_ = xr.DataArray(raw, dims=dims, coords=coords, name="components")
         self.maps_z_ = xr.DataArray(z, dims=dims, coords=coords, name="maps_z")
-        nc = {"layer": layers, "neuron": neurons}
-        self.mean_ = xr.DataArray(torch.stack([m.mean for m in moments]).cpu().numpy(),
-                                  dims=("layer", "neuron"), coords=nc, name="mean")
-        self.scale_ = xr.DataArray(torch.stack([m.std() for m in moments]).cpu().numpy(),
-                                   dims=("layer", "neuron"), coords=nc, name="scale")
+        nc = {**hook, "layer": layers, "neuron": neurons}
+        for name, values in (("mean", [m.mean for m in moments]),
+                             ("scale", [m.std() for m in moments])):
+            values = torch.stack(values).transpose(0, 1).cpu().numpy()   # (hook, layer, neuron)
+            setattr(self, f"{name}_", xr.DataArray(values if hook else values[0], dims=dims[1:],
+                                                   coords=nc, name=name))
         self.n_tokens_ = source.n_tokens
         self.fit_info_ = info
         self.source_attrs_ = {key: v for key, v in source.attrs.items()
@@ -413,7 +454,9 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         check_is_fitted(self)
         abs_z = np.abs(self.maps_z_.values)
         if target_count is not None:
-            threshold = threshold_for_count(abs_z.max(axis=0), int(target_count))
+            # a neuron's strongest |z| over networks and hook points
+            per_neuron = abs_z.reshape(-1, *abs_z.shape[-2:]).max(axis=0)
+            threshold = threshold_for_count(per_neuron, int(target_count))
         self.threshold_ = check_threshold(threshold)
         self.network_masks_ = network_masks(self.maps_z_, self.threshold_)
         self.key_neurons_ = key_neurons(self.maps_z_, self.threshold_)
@@ -433,12 +476,18 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         """A short text: networks, threshold and key neurons per layer."""
         check_is_fitted(self)
         per_layer = self.key_neurons_.sum("neuron").values
-        sizes = self.network_masks_.sum(("layer", "neuron")).values
+        masks = self.network_masks_
+        if "hook" in masks.dims:
+            masks = masks.any("hook")
+        sizes = masks.sum(("layer", "neuron")).values
+        voxels = ("" if getattr(self, "hooks_", None) is None
+                  else f", voxels of hook points {', '.join(self.hooks_)}")
         lines = [f"{self.maps_z_.sizes['component']} networks ({len(self.units_)} unit(s) x "
                  f"{self.n_components}, method={self.method}, backend={self.backend}, "
-                 f"scope={self.scope}) from {self.n_tokens_} tokens",
+                 f"scope={self.scope}{voxels}) from {self.n_tokens_} tokens",
                  f"threshold |z| > {self.threshold_:.3g}: {int(per_layer.sum())} key neurons "
-                 f"of {self.key_neurons_.size}; network sizes median {int(np.median(sizes))}, "
+                 f"of {self.key_neurons_.size}; network sizes (neurons) median "
+                 f"{int(np.median(sizes))}, "
                  f"max {int(sizes.max())}",
                  "key neurons per layer: " + ", ".join(
                      f"{int(layer)}:{int(n)}" for layer, n in
@@ -471,7 +520,10 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
             attrs["mask_affine"] = json.dumps(np.asarray(self.mask_img_.affine).tolist())
         else:
             attrs["layout"] = json.dumps(self.layout_.to_dict())
-        return xr.Dataset(data, attrs=attrs)
+        ds = xr.Dataset(data, attrs=attrs)
+        if "hook" in ds.coords:   # variable-length strings: a type Zarr v3 specifies
+            ds = ds.assign_coords(hook=ds["hook"].values.astype(object))
+        return ds
 
     @classmethod
     def from_dataset(cls, ds: xr.Dataset) -> FunctionalNetworks:
@@ -488,6 +540,8 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         est.components_ = ds["components"].load()
         est.maps_z_ = ds["maps_z"].load()
         est.layers_ = [int(v) for v in est.components_["layer"].values]
+        est.hooks_ = ([str(v) for v in est.components_["hook"].values]
+                      if "hook" in est.components_.dims else None)
         est.mean_ = ds["mean"].load()
         est.scale_ = ds["scale"].load()
         est.n_tokens_ = int(ds.attrs["n_tokens"])

@@ -10,6 +10,10 @@ A networks folder holds::
     key_neurons.nii.gz    1 where a neuron is key
     kind.json             what was saved
 
+Networks of several hook points have one image of maps per hook point
+(``components_up.nii.gz``, ``maps_z_act.nii.gz``, ...); the key neurons are
+one image (a neuron is key when any of its voxels is).
+
 A recurrence folder holds ``recurrence.zarr`` (the :func:`compare_runs`
 result and the recurrence parameters), ``consensus.nii.gz`` and one networks
 folder per run
@@ -42,11 +46,19 @@ def _float32(ds: xr.Dataset) -> xr.Dataset:
     return ds.map(lambda v: v.astype(np.float32) if v.dtype.kind == "f" else v)
 
 
+def _per_hook(maps: xr.DataArray):
+    """``(suffix, maps)`` of each hook point (one with no suffix without a hook dim)."""
+    if "hook" not in maps.dims:
+        return [("", maps)]
+    return [(f"_{hook}", maps.sel(hook=hook)) for hook in maps["hook"].values]
+
+
 def _write_networks(est: FunctionalNetworks, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     est.to_dataset().to_zarr(folder / "networks.zarr", mode="w", consolidated=False)
-    nib.save(est.components_img_, folder / "components.nii.gz")
-    nib.save(est.maps_z_img_, folder / "maps_z.nii.gz")
+    for name in ("components", "maps_z"):
+        for suffix, maps in _per_hook(getattr(est, f"{name}_")):
+            nib.save(est._to_img(maps.values), folder / f"{name}{suffix}.nii.gz")
     key = est._to_img(est.key_neurons_.values[None])          # in the fitted image space
     nib.save(nib.Nifti1Image(np.asarray(key.dataobj)[..., 0], key.affine),
              folder / "key_neurons.nii.gz")
@@ -59,7 +71,8 @@ def _write_recurrence(result: xr.Dataset, runs, folder: Path, params: dict | Non
     if params is not None:
         result.attrs["recurrence_params"] = json.dumps(params)
     result.to_zarr(folder / "recurrence.zarr", mode="w", consolidated=False)
-    nib.save(to_volumes(result["consensus"]).img, folder / "consensus.nii.gz")
+    for suffix, maps in _per_hook(result["consensus"]):
+        nib.save(to_volumes(maps).img, folder / f"consensus{suffix}.nii.gz")
     for i, run in enumerate(runs):
         _write_networks(run, folder / f"run-{i}")
     (folder / _KIND).write_text(json.dumps({"kind": "recurrence", "n_runs": len(runs)}))

@@ -2,7 +2,7 @@
 
 Components of two runs are paired with the Hungarian algorithm on the
 absolute spatial correlation of their maps (only within the same unit: same
-layer or window). A network *recurs* in a run when its matched ``|r|``
+layer or window, over all its voxels, those of every hook point included). A network *recurs* in a run when its matched ``|r|``
 reaches a cutoff. Key neurons are combined over runs by union (what pruning
 keeps) and by majority vote.
 """
@@ -19,7 +19,6 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._data import as_source
 from .decomposition import FunctionalNetworks
 
 __all__ = ["NetworkRecurrence", "compare_runs", "match_components"]
@@ -49,10 +48,11 @@ def match_components(maps_a: xr.DataArray, maps_b: xr.DataArray) -> tuple[np.nda
 
     Parameters
     ----------
-    maps_a, maps_b : xarray.DataArray (component, layer, neuron)
-        Maps with the same layers and neurons; when both have a ``unit``
-        coordinate, components are only paired within the same unit and the
-        correlation is computed over the layers of that unit.
+    maps_a, maps_b : xarray.DataArray (component, [hook,] layer, neuron)
+        Maps with the same hook points, layers and neurons; when both have a
+        ``unit`` coordinate, components are only paired within the same unit
+        and the correlation is computed over the voxels of the layers of that
+        unit.
 
     Returns
     -------
@@ -62,12 +62,16 @@ def match_components(maps_a: xr.DataArray, maps_b: xr.DataArray) -> tuple[np.nda
     r : ndarray of float, shape (n_components_a,)
         Signed spatial correlation of each pair (nan when unpaired).
     """
-    if maps_a.shape[1:] != maps_b.shape[1:]:
-        raise ValueError(f"The maps cover different neurons: {maps_a.shape[1:]} vs "
-                         f"{maps_b.shape[1:]} (layer, neuron).")
+    if maps_a.dims != maps_b.dims or maps_a.shape[1:] != maps_b.shape[1:]:
+        raise ValueError(f"The maps cover different voxels: {dict(maps_a.sizes)} vs "
+                         f"{dict(maps_b.sizes)}.")
     units_a = maps_a["unit"].values if "unit" in maps_a.coords else np.zeros(len(maps_a), int)
     units_b = maps_b["unit"].values if "unit" in maps_b.coords else np.zeros(len(maps_b), int)
-    a_all, b_all = maps_a.values, maps_b.values
+    # (component, hook points, layer, neuron), one hook point for maps without a hook dim
+    order = [maps_a.dims[0], *(d for d in maps_a.dims[1:] if d not in ("layer", "neuron")),
+             "layer", "neuron"]
+    a_all, b_all = (m.transpose(*order).values for m in (maps_a, maps_b))
+    a_all, b_all = (v.reshape(len(v), -1, *v.shape[-2:]) for v in (a_all, b_all))
     match = np.full(len(a_all), -1)
     r_out = np.full(len(a_all), np.nan)
     for unit in np.unique(units_a):
@@ -75,9 +79,10 @@ def match_components(maps_a: xr.DataArray, maps_b: xr.DataArray) -> tuple[np.nda
         if ib.size == 0:
             continue
         # the unit's layers: where any of its maps is nonzero
-        layers = (np.abs(a_all[ia]).sum(axis=(0, 2)) > 0) | (np.abs(b_all[ib]).sum(axis=(0, 2)) > 0)
-        a = a_all[ia][:, layers].reshape(ia.size, -1)
-        b = b_all[ib][:, layers].reshape(ib.size, -1)
+        layers = (np.abs(a_all[ia]).sum(axis=(0, 1, 3)) > 0) | (
+            np.abs(b_all[ib]).sum(axis=(0, 1, 3)) > 0)
+        a = a_all[ia][:, :, layers].reshape(ia.size, -1)
+        b = b_all[ib][:, :, layers].reshape(ib.size, -1)
         r = _correlation(a, b)
         rows, cols = linear_sum_assignment(-np.abs(r))
         match[ia[rows]] = ib[cols]
@@ -96,7 +101,8 @@ def compare_runs(runs, reference: int = 0, cutoff: float = 0.5) -> xr.Dataset:
     Parameters
     ----------
     runs : list of FunctionalNetworks or Dataset
-        Fitted on disjoint tokens, with the same layers, neurons and units.
+        Fitted on disjoint tokens, with the same hook points, layers, neurons
+        and units.
     reference : int
         Run whose networks are the rows of the result.
     cutoff : float
@@ -109,8 +115,8 @@ def compare_runs(runs, reference: int = 0, cutoff: float = 0.5) -> xr.Dataset:
         signed correlation; ``recurrence`` (component): fraction of the other
         runs where the network recurs; ``mask_iou`` (component): mean IoU of its
         key-neuron mask with the matched masks; ``consensus`` (component,
-        layer, neuron): mean of the sign-aligned matched z-maps over runs where
-        it recurs (the reference included); ``key_neurons_union``,
+        [hook,] layer, neuron): mean of the sign-aligned matched z-maps over
+        runs where it recurs (the reference included); ``key_neurons_union``,
         ``key_neurons_majority`` (layer, neuron) and ``key_neurons_votes``
         (number of runs where a neuron is key).
     """
@@ -123,10 +129,14 @@ def compare_runs(runs, reference: int = 0, cutoff: float = 0.5) -> xr.Dataset:
         raise ValueError(f"cutoff must be in (0, 1], got {cutoff}.")
     ref = datasets[reference]
     for i, ds in enumerate(datasets):
+        hooks = [d["hook"].values.tolist() if "hook" in d["maps_z"].dims else None
+                 for d in (ds, ref)]
         if (ds.sizes["layer"], ds.sizes["neuron"]) != (ref.sizes["layer"], ref.sizes["neuron"]) \
-                or not np.array_equal(ds["layer"].values, ref["layer"].values):
-            raise ValueError(f"Run {i} covers other layers/neurons than run {reference}: compare "
-                             "runs fitted with the same layers and scope.")
+                or not np.array_equal(ds["layer"].values, ref["layer"].values) \
+                or hooks[0] != hooks[1]:
+            raise ValueError(f"Run {i} covers other layers/neurons/hook points than run "
+                             f"{reference}: compare runs fitted with the same layers, hook "
+                             "points and scope.")
     n_runs, k = len(datasets), ref.sizes["component"]
     match = np.zeros((n_runs, k), dtype=int)
     match_r = np.zeros((n_runs, k))
@@ -146,13 +156,15 @@ def compare_runs(runs, reference: int = 0, cutoff: float = 0.5) -> xr.Dataset:
             if abs(r[c]) >= cutoff:
                 consensus[c] += np.sign(r[c]) * maps[m[c]]
                 n_in[c] += 1
-    consensus /= np.maximum(n_in, 1)[:, None, None]
+    consensus /= np.maximum(n_in, 1).reshape(-1, *[1] * (consensus.ndim - 1))
     others = np.arange(n_runs) != reference
     recurs = np.abs(np.nan_to_num(match_r[others])) >= cutoff
     votes = sum(ds["key_neurons"].values.astype(int) for ds in datasets)
-    dims = ("component", "layer", "neuron")
+    dims = ref["maps_z"].dims
     coords = {"run": np.arange(n_runs), "component": ref["component"].values,
               "layer": ref["layer"].values, "neuron": ref["neuron"].values}
+    if "hook" in dims:
+        coords["hook"] = ref["hook"].values
     if "unit" in ref.coords:
         coords["unit"] = ("component", ref["unit"].values)
     with warnings.catch_warnings():
@@ -272,8 +284,7 @@ class NetworkRecurrence(MetaEstimatorMixin, BaseEstimator):
         self
         """
         estimator = self._check_params()
-        source = as_source(X, mask_img=estimator.mask_img, layout=estimator.layout,
-                           layers=estimator.layers)
+        source = estimator._fit_source(X)
         documents = (np.asarray(source.data["document"].values)
                      if "document" in source.data.coords else None)
         blocks = split_tokens(source.n_tokens, self.n_runs, documents)
