@@ -1,62 +1,99 @@
-"""The whole pipeline in one call: record -> networks -> interventions -> prune ->
-evaluate -> report.
+"""The whole pipeline, as a sequence of stage calls.
 
-:func:`run_pipeline` is what ``llmbrain run`` executes. Its defaults run on
-the embedded model and corpus on a 2-core CPU in minutes; every setting can be
-raised for a real study.
+``text -> activations -> networks -> interventions -> pruning -> evaluation -> report``
+
+:func:`run_pipeline` is what ``llmbrain run`` executes; every step is one call
+of a public stage function that the tutorials and benchmarks use too:
+
+1. :func:`llmbrain.corpus.load_corpus` and :func:`split_documents`: documents
+   to record and documents held out for evaluation;
+2. :func:`llmbrain.record`: the MLP neurons of the recorded documents (a store
+   in the report folder);
+3. :class:`llmbrain.networks.NetworkRecurrence`: networks over all layers on
+   disjoint token blocks, and how they recur;
+4. :func:`llmbrain.interventions.intervene_on_networks`: the largest networks
+   ablated and amplified against matched random controls;
+5. :func:`llmbrain.networks.find_networks` (the recipe's per-layer networks
+   that feed pruning), :func:`llmbrain.pruning.calibration_stats_from_activations`
+   and :func:`llmbrain.evaluation.compare_pruning`: every criterion pruned with
+   its published plan options and evaluated on the held-out documents;
+6. :func:`llmbrain.report.build_report`: the report folder.
+
+Its defaults run on the embedded model and corpus on a 2-core CPU in
+minutes; every setting can be raised for a real study.
 """
 
 from __future__ import annotations
 
-import copy
 import json
-import logging
 import time
+from functools import partial
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-from tqdm.auto import tqdm
-
-__all__ = ["DEFAULT_CRITERIA", "run_pipeline"]
-
-log = logging.getLogger(__name__)
+__all__ = ["DEFAULT_CRITERIA", "run_pipeline", "split_documents"]
 
 #: Criteria compared by default; the model pruned by the first one is saved.
-DEFAULT_CRITERIA = ("networks+contextual", "networks", "contextual", "wanda-sp", "flap",
-                    "magnitude", "random")
+DEFAULT_CRITERIA = ("networks", "flap", "wanda-sp", "contextual", "magnitude", "random")
 
 
-def _split_documents(documents: list[str], held_out_every: int):
+def split_documents(documents: list[str], held_out_every: int = 5):
     """Disjoint documents: every ``held_out_every``-th one is held out for
-    evaluation, the rest are recorded (and calibrate the pruning)."""
+    evaluation, the rest are recorded (and calibrate the pruning).
+
+    Returns
+    -------
+    analysed, held_out : list of str
+    """
+    if int(held_out_every) < 2:
+        raise ValueError(f"held_out_every must be at least 2, not {held_out_every}.")
     held_out = documents[held_out_every - 1::held_out_every]
     analysed = [doc for i, doc in enumerate(documents) if (i + 1) % held_out_every]
+    if not held_out:
+        raise ValueError(f"The corpus needs at least {held_out_every} documents: every "
+                         f"{held_out_every}th is held out for evaluation.")
     return analysed, held_out
 
 
-def _step(message: str, steps: list, start: float) -> None:
-    seconds = time.perf_counter() - start
-    steps.append((message, seconds))
-    print(f"[{sum(s for _, s in steps):6.0f} s] {message} ({seconds:.0f} s)", flush=True)
+class _Steps:
+    """Seconds of every step, printed as they end."""
+
+    def __init__(self):
+        self.steps: list[tuple[str, float]] = []
+        self.clock = time.perf_counter()
+
+    def done(self, message: str) -> None:
+        seconds = time.perf_counter() - self.clock
+        self.steps.append((message, seconds))
+        total = sum(s for _, s in self.steps)
+        print(f"[{total:6.0f} s] {message} ({seconds:.0f} s)", flush=True)
+        self.clock = time.perf_counter()
+
+
+def _check_settings(criteria, sparsity, n_runs, n_controls) -> None:
+    from .pruning import check_criterion
+
+    for criterion in criteria:
+        check_criterion(criterion)
+    if not criteria:
+        raise ValueError("Give at least one pruning criterion.")
+    if not 0 < sparsity < 1:
+        raise ValueError(f"sparsity must be between 0 and 1, got {sparsity}.")
+    if int(n_runs) < 2:
+        raise ValueError(f"n_runs must be at least 2 to measure recurrence, got {n_runs}.")
+    if int(n_controls) < 1:
+        raise ValueError(f"n_controls must be at least 1, got {n_controls}.")
 
 
 def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
                  n_tokens: int = 8192, window: int = 256, batch_size: int = 8,
-                 n_components: int = 10, n_runs: int = 3, threshold: float = 3.6,
-                 sparsity: float = 0.3, criteria=DEFAULT_CRITERIA, n_interventions: int = 3,
+                 n_components: int = 10, n_runs: int = 3, threshold: float | None = None,
+                 sparsity: float = 0.3, criteria=DEFAULT_CRITERIA, options=None,
+                 n_interventions: int = 3,
+                 n_controls: int = 10, intervention_windows: int = 8,
+                 pruning_tokens_per_run: int = 2048, pruning_runs: int = 2,
                  eval_windows: int = 24, eval_window: int = 128, device: str = "cpu",
                  seed: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
     """Run the llmbrain pipeline end to end and write a report folder.
-
-    Steps: record the MLP neurons over part of the corpus; find functional
-    networks (CanICA, torch backend, over all layers) on ``n_runs`` disjoint
-    token blocks and measure how they recur; ablate and amplify the largest
-    networks against matched random controls; prune ``sparsity`` of the MLP
-    neurons by each criterion (the networks criterion keeps the key neurons
-    of the union over runs first); evaluate every model on held-out documents
-    (perplexity, parameters, speed); write the figures, tables, networks
-    (NIfTI) and the model pruned by the first criterion.
 
     Parameters
     ----------
@@ -68,24 +105,35 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     out : str or path, default="llmbrain-report"
         Report folder (``index.html`` inside).
     n_tokens : int, default=8192
-        Tokens to record.
+        Tokens to record (the networks over all layers, calibration).
     window, batch_size : int
         Recording windows and batch.
     n_components : int, default=10
-        Networks per run.
+        Networks over all layers per run.
     n_runs : int, default=3
-        Disjoint token blocks fitted separately (at least 2).
-    threshold : float, default=3.6
-        ``|z|`` above which a neuron is a key neuron of a network.
+        Disjoint token blocks those networks are fitted on (at least 2).
+    threshold : float, optional
+        ``|z|`` above which a neuron is a key neuron of a network (default
+        :data:`llmbrain.networks.KEY_NEURON_THRESHOLD`).
     sparsity : float, default=0.3
         Fraction of MLP neurons to remove.
     criteria : sequence of str
-        Pruning criteria to compare (see :data:`llmbrain.pruning.CRITERIA`);
-        ``"networks+contextual"`` keeps the key neurons first and ranks the
-        others by mean |activation|. The model pruned by the first criterion is
-        saved.
+        Pruning criteria to compare, each with its published plan options
+        (:data:`llmbrain.pruning.PUBLISHED`); ``"random"`` runs with three
+        seeds. The model pruned by the first criterion is saved.
+    options : PlanOptions or dict of str to PlanOptions, optional
+        Plan options for every criterion, or per criterion (see
+        :func:`llmbrain.evaluation.compare_pruning`); default each criterion's
+        published options.
     n_interventions : int, default=3
         Networks to ablate and amplify (the largest ones).
+    n_controls : int, default=10
+        Random neuron sets, matched per layer, per network and intervention.
+    intervention_windows : int, default=8
+        Held-out windows of ``eval_window`` tokens per intervention measurement.
+    pruning_tokens_per_run, pruning_runs : int
+        The recipe's per-layer networks that feed the ``"networks"`` criterion:
+        runs on disjoint samples of the recorded documents and their size.
     eval_windows, eval_window : int
         Held-out perplexity on at most ``eval_windows`` windows of
         ``eval_window`` tokens.
@@ -102,150 +150,103 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     pathlib.Path
         The report folder.
     """
-    from . import plotting
-    from .corpus import load_corpus, tokenize_windows
-    from .evaluation import measure_efficiency, perplexity
-    from .interventions import ablate, amplify, matched_random
-    from .models import load_model
-    from .networks import FunctionalNetworks, NetworkRecurrence, save_networks
-    from .pruning import (CRITERIA, CalibrationStats, make_plan, prune_model, save_pruned,
-                          score_neurons)
-    from .recording import record
-    from .report import Report
+    import pandas as pd
 
-    unknown = sorted({c.partition("+")[0] for c in criteria} - set(CRITERIA))
-    if unknown:
-        raise ValueError(f"Unknown criteria {unknown}; choose from {', '.join(CRITERIA)} "
-                         "(\"networks+contextual\" fills the networks criterion by contextual).")
-    if not 0 < sparsity < 1:
-        raise ValueError(f"sparsity must be between 0 and 1, got {sparsity}.")
-    if int(n_runs) < 2:
-        raise ValueError(f"n_runs must be at least 2 to measure recurrence, got {n_runs}.")
+    from .corpus import load_corpus, tokenize_windows
+    from .evaluation import compare_pruning, evaluate_model
+    from .evaluation.results import results_table, save_results
+    from .interventions import intervene_on_networks
+    from .models import load_model
+    from .networks import (KEY_NEURON_THRESHOLD, FunctionalNetworks, NetworkRecurrence,
+                           find_networks, save_networks)
+    from .pruning import calibration_stats_from_activations, save_pruned
+    from .recording import record
+    from .report import PUBLISHED_CLAIMS, Methods, build_report
+
+    criteria = list(criteria)
+    _check_settings(criteria, sparsity, n_runs, n_controls)
+    threshold = KEY_NEURON_THRESHOLD if threshold is None else float(threshold)
     out = Path(out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    steps: list = []
-    figures = {}
+    steps = _Steps()
 
-    clock = time.perf_counter()
     if isinstance(model, tuple):
         model, tokenizer = model
     else:
         model, tokenizer = load_model(model, device=device)
-    _step(f"loaded {model.config.name_or_path}", steps, clock)
+    name = str(model.config.name_or_path)
+    steps.done(f"loaded {name}")
 
-    clock = time.perf_counter()
-    analysed, held_out = _split_documents(load_corpus(corpus), held_out_every=5)
-    if not held_out:
-        raise ValueError("The corpus needs at least 5 documents: every fifth is held out for "
-                         "evaluation.")
+    analysed, held_out = split_documents(load_corpus(corpus))
     windows = tokenize_windows(analysed, tokenizer, window, max_tokens=n_tokens)
     ds = record(model, tokenizer, windows, out / "activations.zarr", window=window,
                 batch_size=batch_size, overwrite=overwrite, progress=progress)
     eval_text = "\n\n".join(held_out)
-    _step(f"recorded {ds.sizes['token']:,} tokens x {ds.sizes['layer']} layers x "
-          f"{ds.sizes['neuron']:,} neurons", steps, clock)
+    steps.done(f"recorded {ds.sizes['token']:,} tokens x {ds.sizes['layer']} layers x "
+               f"{ds.sizes['neuron']:,} neurons")
 
-    clock = time.perf_counter()
     recurrence = NetworkRecurrence(
-        FunctionalNetworks(n_components=n_components, scope="all", threshold=threshold, n_init=3,
-                           random_state=seed, device=device, verbose=progress),
-        n_runs=n_runs, verbose=progress).fit(ds)
+        FunctionalNetworks(n_components, scope="all", threshold=threshold, n_init=3,
+                           random_state=seed, device=device, verbose=0),
+        n_runs=n_runs, verbose=int(progress)).fit(ds)
     networks = recurrence.runs_[0]
     save_networks(recurrence, out / "networks")
-    _step(f"networks: {recurrence.summary().splitlines()[0]}", steps, clock)
+    steps.done(f"networks: {recurrence.summary().splitlines()[0]}")
 
-    figures["networks"] = plotting.plot_networks(networks.maps_z_, threshold=threshold)
-    figures["atlas"] = plotting.plot_network_atlas(networks.maps_z_, threshold=threshold)
-    figures["key"] = plotting.plot_key_neurons(networks.network_masks_)
-    figures["recurrence"] = plotting.plot_recurrence(recurrence.result_)
+    effects = intervene_on_networks(model, tokenizer, networks, eval_text,
+                                    components=n_interventions, n_controls=n_controls,
+                                    window=eval_window, max_windows=intervention_windows,
+                                    random_state=seed, model_name=name, progress=progress)
+    steps.done(f"interventions on {n_interventions} networks, {n_controls} controls each")
+
+    stats = calibration_stats_from_activations(ds)
+    pruning_networks = None
+    if "networks" in criteria:
+        pruning_networks = find_networks(model, tokenizer, windows, n_runs=pruning_runs,
+                                         tokens_per_run=pruning_tokens_per_run, window=window,
+                                         batch_size=batch_size, threshold=threshold,
+                                         random_state=seed, device=device, verbose=0)
+    evaluate = partial(evaluate_model, tokenizer=tokenizer, model_name=name, text=eval_text,
+                       dataset="held-out", window=eval_window, max_windows=eval_windows,
+                       efficiency=True, progress=False)
+    dense = evaluate(model)
+    seeds = {c: [seed, seed + 1, seed + 2] if c == "random" else [seed] for c in criteria}
+    pruned, plans, kept = compare_pruning(
+        model, criteria, [sparsity], evaluate, options=options, seeds=seeds,
+        calibration=stats, calibration_windows=windows, networks=pruning_networks,
+        keep_models=[(criteria[0], sparsity)], progress=progress)
+    save_pruned(kept[(criteria[0], float(sparsity))], tokenizer, out / "pruned-model",
+                plan=plans[(criteria[0], float(sparsity), seed)], overwrite=True)
+    results = results_table(pd.concat([dense, pruned, effects[effects["intervention"] != ""]],
+                                      ignore_index=True))
+    save_results(results, out / "results.csv")
+    steps.done(f"pruned {sparsity:.0%} of MLP neurons by {len(criteria)} criteria")
+
+    methods = Methods(
+        model=name, corpus=str(corpus), n_tokens=int(ds.sizes["token"]), window=window,
+        evaluation=f"{len(held_out)} held-out documents (every fifth), never recorded",
+        evaluation_size=f"{eval_windows} windows of {eval_window} tokens",
+        decomposition={"method": "canica", "scope": "all layers", "n_components": n_components,
+                       "runs": n_runs, "threshold": threshold},
+        pruning={"criteria": ", ".join(criteria), "sparsity": sparsity,
+                 "networks criterion": f"per-layer networks of up and act, {pruning_runs} runs "
+                                       f"x {pruning_tokens_per_run} tokens",
+                 "plan options": "each criterion's published options" if options is None
+                 else str(options)},
+        interventions={"targets": f"the {n_interventions} largest networks",
+                       "controls": f"{n_controls} random sets matched per layer",
+                       "amplification": "x3"},
+        seeds=seed, device=device)
     timecourses = networks.transform(ds.isel(token=slice(0, 2 * window)))
-    figures["timecourses"] = plotting.plot_timecourses(timecourses, start=1, stop=65)
-
-    clock = time.perf_counter()
-    sizes = networks.network_masks_.sum(("layer", "neuron")).values
-    chosen = [int(c) for c in np.argsort(-sizes)[:n_interventions]]
-    ppl = lambda m: perplexity(m, tokenizer, eval_text, window=eval_window,  # noqa: E731
-                               max_windows=eval_windows, progress=False)
-    baseline = ppl(model)
-    rows = []
-    bar = tqdm(total=len(chosen) * 6, desc="interventions", unit="eval", disable=not progress)
-    for component in chosen:
-        mask = networks.network_masks_.isel(component=component).drop_vars(
-            [c for c in networks.network_masks_.coords if c not in ("layer", "neuron")])
-        for condition, neurons in [("network", mask)] + [
-                ("random", matched_random(mask, seed=seed + k)) for k in range(2)]:
-            for name, manager in (("ablate", ablate(model, neurons)),
-                                  ("amplify", amplify(model, neurons, scale=3.0))):
-                with manager:
-                    rows.append({"network": f"network {component}", "intervention": name,
-                                 "condition": condition, "metric": "perplexity",
-                                 "value": ppl(model), "n_neurons": int(mask.sum())})
-                bar.update()
-    bar.close()
-    effects = pd.DataFrame(rows)
-    effects.to_csv(out / "interventions.csv", index=False)
-    figures["interventions"] = plotting.plot_intervention_effects(effects, baseline=baseline)
-    _step(f"interventions on {len(chosen)} networks (baseline perplexity {baseline:.2f})",
-          steps, clock)
-
-    clock = time.perf_counter()
-    stats = CalibrationStats.from_activations(ds)
-    dense = measure_efficiency(model, batch_size=4, seq_len=eval_window, repeats=7)
-    results = [{"criterion": "dense", "sparsity": 0.0, "perplexity": baseline,
-                "n_params": dense["n_params"], "tokens_per_s": dense["tokens_per_s"]}]
-    plans = {}
-    for criterion in tqdm(criteria, desc="pruning", unit="criterion", disable=not progress):
-        name, _, fill = criterion.partition("+")  # "networks+contextual": fill by contextual
-        scores = score_neurons(model, name, calibration=stats, seed=seed, fill=fill or None,
-                               networks=recurrence.runs_ if name == "networks" else None)
-        plan = make_plan(scores, sparsity=sparsity)
-        plans[criterion] = plan
-        pruned = prune_model(copy.deepcopy(model), plan,
-                             bias_compensation=stats if name == "flap" else None)
-        speed = measure_efficiency(pruned, batch_size=4, seq_len=eval_window, repeats=7)
-        results.append({"criterion": criterion, "sparsity": sparsity, "perplexity": ppl(pruned),
-                        "n_params": speed["n_params"], "tokens_per_s": speed["tokens_per_s"]})
-        if criterion == criteria[0]:
-            save_pruned(pruned, tokenizer, out / "pruned-model", plan=plan, overwrite=True)
-        del pruned
-    table = pd.DataFrame(results)
-    table["speed-up"] = table["tokens_per_s"] / dense["tokens_per_s"]
-    table.to_csv(out / "pruning.csv", index=False)
-    figures["kept"] = plotting.plot_kept_neurons(plans)
-    _step(f"pruned {sparsity:.0%} of MLP neurons by {len(criteria)} criteria", steps, clock)
-
-    report = Report("llmbrain report")
-    report.add_text(
-        f"Model: {ds.attrs['model']}. Recorded {ds.sizes['token']:,} tokens of the MLP neurons "
-        f"({ds.sizes['layer']} layers x {ds.sizes['neuron']:,} neurons); evaluation on "
-        f"{len(held_out)} held-out documents never recorded.")
-    report.add_heading("Functional networks")
-    report.add_text(recurrence.summary())
-    for name, caption in [
-            ("networks", f"z-scored maps of the {n_components} networks of run 1 (|z| > {threshold} shown)"),
-            ("atlas", "each key neuron coloured by its strongest network"),
-            ("key", "key neurons per layer and network"),
-            ("timecourses", "network time courses over the first tokens"),
-            ("recurrence", f"matched spatial correlation across {n_runs} disjoint token blocks")]:
-        report.add_figure(figures[name], caption)
-    report.add_heading("Interventions")
-    report.add_figure(figures["interventions"],
-                      "perplexity when a network is ablated or amplified (x3), against "
-                      "random neurons of the same count per layer")
-    report.add_table(effects.groupby(["network", "intervention", "condition"])["value"]
-                     .mean().unstack("condition"), "mean perplexity")
-    report.add_heading("Pruning")
-    report.add_table(table.set_index("criterion"),
-                     f"{sparsity:.0%} of MLP neurons removed; held-out perplexity "
-                     f"({eval_window}-token windows); speed on {device}")
-    report.add_figure(figures["kept"], "kept neurons per layer")
-    report.add_heading("Run")
-    report.add_table(pd.DataFrame(steps, columns=["step", "seconds"]).set_index("step"))
+    report = build_report(
+        results, methods=methods, maps_z=networks.maps_z_,
+        network_masks=networks.network_masks_, recurrence=recurrence, timecourses=timecourses,
+        plans={c: plans[(c, float(sparsity), seed)] for c in criteria},
+        activations=ds["activations"].isel(token=slice(0, 256)),
+        expectations=PUBLISHED_CLAIMS, threshold=threshold, steps=steps.steps)
     report.save(out)
     (out / "summary.json").write_text(json.dumps(
-        {"tokens": int(ds.sizes["token"]), "baseline_perplexity": float(baseline),
-         "pruning": results, "seconds": sum(s for _, s in steps)}, indent=2))
-    print(table.to_string(index=False))
+        {"tokens": int(ds.sizes["token"]), "seconds": sum(s for _, s in steps.steps),
+         "key_result": [f.text for f in report.key_result.findings]}, indent=2))
     print(f"Report: {out / 'index.html'}")
     return out
-

@@ -2,22 +2,29 @@
 
 import json
 
-import pandas as pd
 import pytest
 
 from llmbrain import load_model, run_pipeline
 from llmbrain._testing import byte_tokenizer, tiny_model
 from llmbrain.corpus import load_corpus
+from llmbrain.evaluation.results import read_results
+from llmbrain.pipeline import split_documents
+from llmbrain.pruning import PUBLISHED
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "report"
     documents = load_corpus("default", max_documents=20)
+    # three layers: the published options protect too many of them; one each side
+    options = {c: opts.replace(protect_first=min(opts.protect_first, 1),
+                               protect_last=min(opts.protect_last, 1))
+               for c, opts in PUBLISHED.items()}
     run_pipeline((tiny_model("llama", intermediate_size=64), byte_tokenizer()), documents, out,
+                 options=options,
                  n_tokens=2048, window=64, n_components=3, n_runs=2, n_interventions=1,
-                 threshold=2.0,
-                 eval_windows=2, eval_window=32, progress=False)
+                 n_controls=3, intervention_windows=2, threshold=2.0,
+                 pruning_tokens_per_run=512, eval_windows=2, eval_window=32, progress=False)
     return out
 
 
@@ -26,30 +33,37 @@ def test_report_folder_holds_every_result(report):
     for heading in ("Functional networks", "Interventions", "Pruning"):
         assert heading in html
     figures = sorted((report / "figures").glob("*.png"))
-    assert len(figures) == 7 and all(f.stat().st_size > 1000 for f in figures)
-    assert all(f"figures/{f.name}" in html for f in figures)
+    assert {"pruning-curve.png", "network-maps.png", "recurrence.png"} <= {f.name for f in figures}
+    assert all(f.stat().st_size > 1000 for f in figures)
     assert (report / "networks" / "consensus.nii.gz").is_file()
     assert (report / "activations.zarr" / "progress.json").is_file()
-
-
-def test_pruning_table_compares_every_criterion(report):
-    table = pd.read_csv(report / "pruning.csv")
-    assert table["criterion"].tolist() == ["dense", "networks+contextual", "networks",
-                                           "contextual", "wanda-sp", "flap", "magnitude",
-                                           "random"]
-    dense = table.iloc[0]
-    assert (table["n_params"].iloc[1:] < dense["n_params"]).all()
-    assert table["perplexity"].gt(1).all()
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["baseline_perplexity"] == pytest.approx(dense["perplexity"])
+    assert summary["key_result"] and summary["seconds"] > 0
 
 
-def test_interventions_have_random_controls(report):
-    effects = pd.read_csv(report / "interventions.csv")
+def test_results_compare_every_criterion_with_the_same_evaluation(report):
+    results = read_results(report / "results.csv")
+    pruning = results[results["intervention"] == ""]
+    ppl = pruning[pruning["metric"] == "perplexity"]
+    assert set(ppl["criterion"]) == {"dense", "networks", "flap", "wanda-sp", "contextual",
+                                     "magnitude", "random"}
+    assert sorted(ppl[ppl["criterion"] == "random"]["seed"]) == [0, 1, 2]
+    assert (ppl["value"] > 1).all() and (ppl["dataset"] == "held-out").all()
+    # each criterion with its published plan options
+    networks = ppl[ppl["criterion"] == "networks"].iloc[0]
+    assert networks["allocation"] == "global" and networks["bias_compensation"] == "progressive"
+    assert ppl[ppl["criterion"] == "flap"]["allocation"].item() == "adaptive"
+    params = pruning[pruning["metric"] == "n_params"].set_index(["criterion", "seed"])["value"]
+    assert (params.drop(("dense", 0)) < params[("dense", 0)]).all()
+
+
+def test_interventions_have_matched_random_controls(report):
+    results = read_results(report / "results.csv")
+    effects = results[results["intervention"] != ""]
     assert set(effects["intervention"]) == {"ablate", "amplify"}
-    assert effects.groupby("intervention")["condition"].value_counts().to_dict() == {
-        ("ablate", "network"): 1, ("ablate", "random"): 2,
-        ("amplify", "network"): 1, ("amplify", "random"): 2}
+    counts = effects.groupby(["intervention", "condition"]).size().to_dict()
+    assert counts == {("ablate", "network"): 1, ("ablate", "random"): 3,
+                      ("amplify", "network"): 1, ("amplify", "random"): 3}
 
 
 def test_saved_pruned_model_loads(report):
@@ -57,16 +71,22 @@ def test_saved_pruned_model_loads(report):
     assert model.config.llmbrain_pruning["neurons_per_layer"] != [64, 64, 64]
 
 
-def test_bad_settings_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="Unknown criteria"):
-        run_pipeline((tiny_model("llama"), byte_tokenizer()), out=tmp_path, criteria=["vibes"])
+def test_bad_settings_are_refused_before_any_work(tmp_path):
+    pair = (tiny_model("llama"), byte_tokenizer())
+    with pytest.raises(ValueError, match="Unknown criterion"):
+        run_pipeline(pair, out=tmp_path, criteria=["vibes"])
+    with pytest.raises(ValueError, match="Unknown criterion"):
+        run_pipeline(pair, out=tmp_path, criteria=["networks+anything"])
     with pytest.raises(ValueError, match="sparsity"):
-        run_pipeline((tiny_model("llama"), byte_tokenizer()), out=tmp_path, sparsity=1.5)
+        run_pipeline(pair, out=tmp_path, sparsity=1.5)
+    assert not any(tmp_path.iterdir())
 
 
-def test_networks_were_found_and_intervened_on(report):
-    effects = pd.read_csv(report / "interventions.csv")
-    assert (effects["n_neurons"] > 0).all()
+def test_split_documents_holds_out_every_fifth():
+    analysed, held_out = split_documents([str(i) for i in range(10)])
+    assert held_out == ["4", "9"] and len(analysed) == 8
+    with pytest.raises(ValueError, match="at least 5 documents"):
+        split_documents(["a", "b"])
 
 
 def test_rerun_with_other_settings_is_refused_without_overwrite(report):

@@ -2,6 +2,7 @@
 efficiency."""
 
 from .domain import domain_accuracy, domain_perplexity, load_multiple_choice
+from .compare import compare_pruning
 from .efficiency import count_parameters, measure_efficiency
 from .evaluate import evaluate_model
 from .loglikelihood import encode_pair, loglikelihoods, model_max_length
@@ -31,6 +32,7 @@ __all__ = [
     "ZEROSHOT_TASKS",
     "MultipleChoiceItem",
     "PROTOCOLS",
+    "compare_pruning",
     "count_parameters",
     "domain_accuracy",
     "domain_perplexity",

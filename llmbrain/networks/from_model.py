@@ -22,6 +22,7 @@ import numbers
 import numpy as np
 from torch import nn
 
+from ._maps import KEY_NEURON_THRESHOLD
 from .decomposition import FunctionalNetworks
 from .recurrence import NetworkRecurrence
 
@@ -62,7 +63,8 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
                   scope: str = "layer", n_components="scaled", n_runs: int = 2,
                   tokens_per_run: int = 4096, window: int = 256, batch_size: int = 8,
                   method: str = "fastica", fun: str = "cube", max_iter: int = 300,
-                  n_init: int = 1, layers=None, dtype: str = "float16", random_state=0,
+                  n_init: int = 1, layers=None, threshold: float = KEY_NEURON_THRESHOLD,
+                  dtype: str = "float16", random_state=0,
                   device=None, verbose: int = 1):
     """Record a model over a corpus and find its functional networks.
 
@@ -90,6 +92,8 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
         FastICA settings of each run (see :class:`FunctionalNetworks`).
     layers : sequence of int, optional
         Layers to record (default: all).
+    threshold : float, default=KEY_NEURON_THRESHOLD
+        ``|z|`` of the key neurons of each run (pruning solves its own).
     dtype : {"float16", "float32"}, default="float16"
         Type the activations are held in while the networks are fitted.
     random_state : int, RandomState or None, default=0
@@ -127,7 +131,7 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
                          f"{tokens_per_run} need {n_runs * tokens_per_run}: give more text, "
                          "fewer runs or fewer tokens per run.")
     estimator = FunctionalNetworks(n_components, method=method, fun=fun, scope=scope,
-                                   max_iter=max_iter, n_init=n_init, random_state=random_state,
+                                   threshold=threshold, max_iter=max_iter, n_init=n_init, random_state=random_state,
                                    device=device, verbose=max(0, int(verbose) - 1))
     if n_runs == 1:
         return estimator.fit(activations)
