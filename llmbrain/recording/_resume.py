@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._outputs import output_kind
-from .store import (IDENTITY_KEYS, DamagedStoreError, find_damage, read_progress, store_attrs,
-                    write_progress)
+from .store import (IDENTITY_DEFAULTS, IDENTITY_KEYS, DamagedStoreError, find_damage,
+                    merge_journals, read_progress, store_attrs, write_progress)
 
 __all__ = ["StorePlan", "check_disk", "plan_store"]
 
@@ -46,8 +46,9 @@ def _existing(path: Path, attrs: dict, n_windows: int, *, resume: bool, verify: 
             raise FileExistsError(f"{path} is in the way of the new store: remove it.")
         return StorePlan(path)
     existing = store_attrs(path)
-    differences = [f"{key}: store has {existing.get(key)!r}, this recording {attrs.get(key)!r}"
-                   for key in IDENTITY_KEYS if existing.get(key) != attrs.get(key)]
+    differences = [f"{key}: store has {_identity(existing, key)!r}, this recording "
+                   f"{_identity(attrs, key)!r}" for key in IDENTITY_KEYS
+                   if _identity(existing, key) != _identity(attrs, key)]
     if differences:
         if replace:  # an unfinished replacement of other settings: start it again
             return StorePlan(path)
@@ -56,6 +57,7 @@ def _existing(path: Path, attrs: dict, n_windows: int, *, resume: bool, verify: 
             f"continue it ({'; '.join(differences)}). Choose another path, or pass "
             "overwrite=True to replace it.")
     batch = int(existing["batch_windows"])
+    merge_journals(path)  # batches written by the processes of an interrupted parallel run
     try:
         progress = read_progress(path)
     except DamagedStoreError:
@@ -70,6 +72,10 @@ def _existing(path: Path, attrs: dict, n_windows: int, *, resume: bool, verify: 
                       "short or altered; they are recorded again.", stacklevel=4)
     return StorePlan(path, new=False, done=done, complete=complete,
                      repair=[row * batch for row in sorted(damage)], batch_windows=batch)
+
+
+def _identity(attrs: dict, key: str):
+    return attrs.get(key, IDENTITY_DEFAULTS.get(key))
 
 
 def _recover_progress(path: Path, n_windows: int, batch: int) -> dict:
