@@ -159,11 +159,12 @@ class ChunkLayout:
             self._pads[missing] = np.full((missing, self.n_neurons), np.nan, dtype=self.dtype)
         return self._pads[missing]
 
-    def folders(self, row: int) -> list[Path]:
-        """The folders naming the files of ``row``, deepest first, up to the array's."""
+    def folders(self, row: int, files: bool = True) -> list[Path]:
+        """The folders naming the files of ``row`` (with ``files``) and those folders,
+        deepest first, up to the array's."""
         folders: list[Path] = []
         for file, _ in self.files(row):
-            for parent in file.parents:
+            for parent in list(file.parents)[0 if files else 1:]:
                 if parent not in folders:
                     folders.append(parent)
                 if parent == self.root:

@@ -305,6 +305,7 @@ class ZarrSink(ActivationSink):
             os.fsync(fd)
         finally:
             os.close(fd)
+        fsync_folder(file.parent)  # its name: chunks of a row lie in different folders
         return crc
 
     def _commit_batches(self) -> None:
@@ -334,7 +335,7 @@ class ZarrSink(ActivationSink):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        for folder in chunks.folders(row):
+        for folder in chunks.folders(row, files=chunks.sharded):
             fsync_folder(folder)
         n_windows = n // layout.tokens_per_window
         if self.journal is not None:
