@@ -240,3 +240,18 @@ def test_layers_on_several_devices_reach_the_sink_apart(llama, tokenizer, texts,
     first, second, third = seen[0]
     assert third - first == 64 * 48 * 2  # layers 0 and 2 share one buffer ...
     assert not first <= second < first + 2 * 2 * 64 * 48 * 2  # ... layer 1 has its own
+
+
+def test_command_line_subsampling(saved, texts, tmp_path, capsys):
+    from llmbrain.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(texts))
+    out = tmp_path / "s.zarr"
+    assert main(["record", "--model", str(saved), "--corpus", str(corpus), "--out", str(out),
+                 "--window", "32", "--token-stride", "8", "--neuron-fraction", "0.5"]) == 0
+    ds = open_activations(out)
+    assert ds.sizes["neuron"] == 24 and set(ds["position"].values.tolist()) == {7, 15, 23, 31}
+    assert main(["record", "--model", str(saved), "--out", str(tmp_path / "t.zarr"),
+                 "--neuron-fraction", "2"]) == 1
+    assert "--neuron-fraction must be in (0, 1]" in capsys.readouterr().err

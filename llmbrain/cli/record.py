@@ -47,6 +47,12 @@ def register(subparsers) -> None:
     parser.add_argument("--max-tokens", type=parse_positive,
                         help="record at most this many tokens")
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    parser.add_argument("--token-stride", type=parse_positive, default=1, metavar="K",
+                        help="keep one token in K of each window (the last of every K), for "
+                             "when the disk is the limit (default: every token)")
+    parser.add_argument("--neuron-fraction", type=float, metavar="F",
+                        help="keep this fraction of the neurons of every layer, drawn at "
+                             "random (the same in every layer)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing store (only a store; the new one takes its "
                              "place once complete)")
@@ -57,6 +63,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from .. import _distributed
     from .._outputs import check_output, output_kind
     from ..corpus import load_corpus
     from ..models import check_device, load_model
@@ -69,16 +76,23 @@ def run(args) -> int:
         raise ValueError(f"--max-tokens {args.max_tokens} is less than one window of "
                          f"{args.window} tokens (--window).")
     check_device(args.device)
+    if args.neuron_fraction is not None and not 0 < args.neuron_fraction <= 1:
+        raise ValueError(f"--neuron-fraction must be in (0, 1], got {args.neuron_fraction}.")
     if output_kind(args.out) != "activations":
         check_output(args.out, "activations", overwrite=True)
     documents = load_corpus(args.corpus, text_field=args.text_field, encoding=args.encoding)
-    model, tokenizer = load_model(args.model, device=args.device)
+    # under torchrun / accelerate launch the processes share the work, one GPU each
+    _distributed.init_from_environment()
+    model, tokenizer = load_model(args.model, device=_distributed.local_device(args.device))
     start = time.perf_counter()
     hook = args.hook[0] if len(args.hook) == 1 else args.hook
     ds = record(model, tokenizer, documents, args.out, hook=hook, layers=args.layers,
                 neurons=args.neurons, window=args.window, batch_size=args.batch_size,
-                dtype=args.dtype, max_tokens=args.max_tokens, overwrite=args.overwrite,
+                dtype=args.dtype, max_tokens=args.max_tokens, token_stride=args.token_stride,
+                neuron_fraction=args.neuron_fraction, overwrite=args.overwrite,
                 verify=args.verify)
+    if _distributed.rank() != 0:
+        return 0
     seconds = time.perf_counter() - start
     size = ds["activations"].nbytes
     hooks = ds.attrs.get("hooks") or [ds.attrs["hook"]]

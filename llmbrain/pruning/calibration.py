@@ -70,9 +70,12 @@ class CalibrationStats:
         ----------
         data : xarray.Dataset or DataArray
             A store opened with :func:`llmbrain.open_activations` (recorded at
-            hook ``"mlp"``, with all neurons), or its ``activations``.
+            hook ``"mlp"``, with all neurons), or its ``activations``. Backed
+            by dask (``open_activations(path, chunks={})``), the sums are
+            computed chunk by chunk on the current dask scheduler (threads,
+            or a cluster's workers).
         batch_tokens : int, default=16384
-            Tokens read at once (memory stays bounded).
+            Tokens read at once (memory stays bounded); not used with dask.
         """
         attrs = data.attrs
         if hasattr(data, "data_vars"):
@@ -82,6 +85,8 @@ class CalibrationStats:
                              "neurons recorded; this store has hook="
                              f"{attrs.get('hook')!r}, neurons={attrs.get('neurons_selected')!r}.")
         n_tokens = data.sizes["token"]
+        if data.chunks is not None:
+            return cls.from_sums(n_tokens, _dask_sums(data))
         sums = {}
         for layer in data["layer"].values.tolist():
             acc = [0.0, 0.0, 0.0]
@@ -109,6 +114,16 @@ class CalibrationStats:
                        np.stack([getattr(self, name)[layer] for layer in self.layers]))
                 for name in self._STATS}
         return xr.Dataset(data, coords=coords, attrs={"n_tokens": self.n_tokens})
+
+
+def _dask_sums(data: xr.DataArray) -> dict:
+    """Per-layer ``(sum x, sum |x|, sum x**2)`` of dask-backed activations, in one pass."""
+    import dask
+
+    x = data.transpose("token", "layer", "neuron").data.astype(np.float64)
+    s1, s_abs, s2 = dask.compute(x.sum(0), abs(x).sum(0), (x * x).sum(0))
+    return {int(layer): (s1[i], s_abs[i], s2[i])
+            for i, layer in enumerate(data["layer"].values.tolist())}
 
 
 def token_windows(tokenizer, texts, window: int = 256, max_tokens: int | None = None,
