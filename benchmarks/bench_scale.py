@@ -213,6 +213,7 @@ def measure(name: str, model, tokenizer, windows, args, folder: Path) -> dict:
         "disk_gb_per_s": max(disk["disk"]) / 1e9,
         "disk_direct_gb_per_s": max(disk["disk_direct"]) / 1e9,
         "store_write_gb_per_s": max(disk["store"]) / 1e9, "store_disk_ratio": disk["ratio"],
+        "store_disk_paired_ratio": disk["paired_ratio"],
         "peak_gpu_gb_bare": peaks["bare"]["gpu"], "peak_gpu_gb_record": peaks["record"]["gpu"],
         "peak_gpu_gb_online": peaks["online"]["gpu"],
         "peak_rss_gb_bare": peaks["bare"]["rss"], "peak_rss_gb_record": peaks["record"]["rss"],
@@ -273,7 +274,8 @@ def summary(rows: list[dict], command: str, args) -> str:
             f"page cache: {row['disk_direct_gb_per_s']:.3f} GB/s",
             f"  store writing alone (synthetic blocks, {args.store_gb:g} GB): "
             f"{row['store_write_gb_per_s']:.3f} GB/s = {row['store_disk_ratio']:.2f} x the "
-            "disk's best",
+            f"disk's best (best runs; {row['store_disk_paired_ratio']:.2f} x, median of runs "
+            "paired in time)",
             f"  peak GPU memory (GB): bare {_fmt(row['peak_gpu_gb_bare'], 2)}, record "
             f"{_fmt(row['peak_gpu_gb_record'], 2)}, online {_fmt(row['peak_gpu_gb_online'], 2)}",
             f"  peak host memory (GB): bare {_fmt(row['peak_rss_gb_bare'], 2)}, record "

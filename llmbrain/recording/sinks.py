@@ -187,12 +187,13 @@ class ZarrSink(ActivationSink):
         point are repairs: their chunks and checksums are rewritten, the
         progress record is left alone.
     writers : int, optional
-        Writer threads (default: 4 per CPU core, at most 16). Disks that
+        Writer threads (default: 6 per CPU core, at most 16). Disks that
         serve many requests at once (NVMe, network file systems) are
         fastest with several.
-    buffers : int, default=2
+    buffers : int, optional
         Host buffers of one batch each: while one is written the next batch
-        is copied into another.
+        is gathered into another. Default: 3 (the disk stays busy across the
+        end of a batch), or 2 when a batch takes more than 1 GiB.
     bypass_cache : bool, default=True
         Write chunks whose size is a multiple of 4 KiB with ``O_DIRECT``,
         bypassing the page cache, where the file system allows it (others
@@ -206,14 +207,15 @@ class ZarrSink(ActivationSink):
     """
 
     def __init__(self, path, windows_written: int = 0, *, writers: int | None = None,
-                 buffers: int = 2, bypass_cache: bool = True, journal: int | None = None):
+                 buffers: int | None = None, bypass_cache: bool = True,
+                 journal: int | None = None):
         self.path = Path(path)
         self.bypass_cache = bool(bypass_cache)
         self.windows_written = int(windows_written)
-        self.writers = int(writers or min(16, 4 * (os.cpu_count() or 1)))
-        self.buffers = int(buffers)
+        self.writers = int(writers or min(16, 6 * (os.cpu_count() or 1)))
+        self.buffers = buffers
         self.journal = journal
-        if self.writers < 1 or self.buffers < 1:
+        if self.writers < 1 or (buffers is not None and int(buffers) < 1):
             raise ValueError(f"writers and buffers must be at least 1, got {writers}, {buffers}.")
 
     def start(self, layout: RecordingLayout) -> None:
@@ -226,7 +228,8 @@ class ZarrSink(ActivationSink):
             raise ValueError(f"The store {self.path} does not have the layout of this recording.")
         self.gpus = sorted({d for d in layout.devices if d.type == "cuda"}, key=str)
         self.free: queue.Queue = queue.Queue()
-        for _ in range(self.buffers):
+        row_bytes = int(np.prod(shape)) * np.dtype(layout.dtype).itemsize
+        for _ in range(int(self.buffers or (3 if row_bytes <= 1 << 30 else 2))):
             self.free.put(host_buffer(shape, layout.dtype, pin=bool(self.gpus)))
         self.given = None  # the host buffer handed out by buffer(), filled by the recorder
         self.direct = self.bypass_cache
