@@ -53,10 +53,10 @@ def _check_all_reduce(rank: int, world: int) -> None:
 
 
 def _crash_then_resume(model, tokenizer, rank: int, folder: Path) -> None:
-    import llmbrain.recording.recorder as recorder
+    import llmbrain.recording._together as together
     import llmbrain.recording.sinks as sinks
 
-    original, merge, calls = sinks.ZarrSink.write, recorder.merge_journals, {"n": 0}
+    original, merge, calls = sinks.ZarrSink.write, together.merge_journals, {"n": 0}
 
     def fail_second_batch(self, *args):
         calls["n"] += 1
@@ -69,13 +69,13 @@ def _crash_then_resume(model, tokenizer, rank: int, folder: Path) -> None:
         if rank == 1:  # process 1 fails on its second batch; process 0 finishes its own
             sinks.ZarrSink.write = fail_second_batch
         if name == "resumed-alone.zarr":  # as if process 0 died too: journals are left
-            recorder.merge_journals = lambda path: None
+            together.merge_journals = lambda path: None
         try:
             with pytest.raises(KeyboardInterrupt if rank == 1 else RuntimeError,
                                match=None if rank == 1 else "Another process"):
                 record(model, tokenizer, _texts(), folder / name, **KW)
         finally:
-            sinks.ZarrSink.write, recorder.merge_journals = original, merge
+            sinks.ZarrSink.write, together.merge_journals = original, merge
     # process 0 wrote the batches from windows 0, 4, 8, 12, process 1 the one from 2 only:
     # windows 0-5 are counted, the batches from 8 and 12 are recorded again
     part = open_activations(folder / "resumed-together.zarr", allow_incomplete=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -19,9 +17,10 @@ from ..corpus import TokenWindows, load_corpus, tokenize_windows
 from ..models.adapters import get_adapter
 from ..models.loading import model_fingerprint
 from .hooks import HOOK_POINTS, MLP_HOOKS, attach_hooks
-from ._resume import check_disk, plan_store
+from ._resume import prepare_store
+from ._together import record_together
 from .sinks import ActivationSink, MemorySink, RecordingLayout, ZarrSink
-from .store import create_store, layout_coords, merge_journals, open_activations
+from .store import layout_coords, open_activations
 
 __all__ = ["record"]
 
@@ -326,15 +325,15 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
                     RecordingLayout(batch_windows=int(batch_size), **layout), sink, show)
     store = dict(batch_size=int(batch_size), resume=resume, overwrite=overwrite, verify=verify,
                  sharded=sharded)
+    run = partial(_run, model, adapter, windows.input_ids)
     if parallel:
-        _record_together(model, adapter, windows, path, layout, store, show)
+        record_together(run, path, layout, store, show)
     else:
         with output_lock(path, "recording into"):
-            plan = _prepare_store(path, layout, store)
+            plan = prepare_store(path, layout, store)
             if plan is not None:
-                _run(model, adapter, windows.input_ids, plan["starts"],
-                     RecordingLayout(batch_windows=plan["batch"], **layout),
-                     ZarrSink(plan["path"], plan["done"]), show)
+                run(plan["starts"], RecordingLayout(batch_windows=plan["batch"], **layout),
+                    ZarrSink(plan["path"], plan["done"]), show)
                 if plan["path"] != path:
                     replace_folder(plan["path"], path)
     return open_activations(path)
@@ -348,71 +347,6 @@ def _check_distributed(distributed) -> bool:
                          "of several processes: launch with torchrun and call "
                          "llmbrain._distributed.init_from_environment() first.")
     return bool(distributed)
-
-
-def _prepare_store(path: Path, layout: dict, store: dict) -> dict | None:
-    """Plan the recording into ``path`` and create the store if it is new; None
-    when the store is already complete (a finished replacement is put in place)."""
-    attrs, n_windows = layout["attrs"], layout["n_windows"]
-    plan = plan_store(path, attrs, n_windows, resume=store["resume"],
-                      overwrite=store["overwrite"], verify=store["verify"])
-    if plan.complete and not plan.repair:
-        if plan.path != path:  # a replacement finished before it could take its place
-            replace_folder(plan.path, path)
-        return None
-    batch = plan.batch_windows or store["batch_size"]
-    starts = plan.repair + list(range(plan.done, n_windows, batch))
-    tokens = batch * attrs["n_tokens"] // n_windows
-    row_bytes = tokens * len(layout["hooks"]) * len(layout["layers"]) * \
-        len(layout["neurons"]) * np.dtype(layout["dtype"]).itemsize
-    check_disk(plan.path, len(starts) * row_bytes)
-    if plan.new:
-        if plan.path.exists():  # an empty folder, or our own unfinished replacement
-            shutil.rmtree(plan.path)
-        create_store(plan.path, hooks=layout["hooks"], tokens_per_chunk=tokens,
-                     dtype=layout["dtype"], coords=layout["coords"], attrs=attrs,
-                     sharded=store["sharded"])
-    return {"path": plan.path, "done": plan.done, "starts": starts, "batch": batch}
-
-
-def _record_together(model, adapter, windows, path: Path, layout: dict, store: dict,
-                     progress: bool) -> None:
-    """Record into ``path`` with every process of the group: the first plans and
-    creates the store, each writes its share of the batches and keeps a
-    journal, and the first merges the journals at the end (also after a
-    failure, so that the same call resumes)."""
-    rank, world = _distributed.rank(), _distributed.world_size()
-    with output_lock(path, "recording into") if rank == 0 else contextlib.nullcontext():
-        plan = None
-        if rank == 0:
-            try:
-                plan = _prepare_store(path, layout, store)
-            except BaseException as err:
-                _distributed.broadcast_object({"error": f"{type(err).__name__}: {err}"})
-                raise
-        plan = _distributed.broadcast_object(plan)
-        if plan is not None and "error" in plan:
-            raise RuntimeError(f"The recording could not start in process 0: {plan['error']}")
-        if plan is None:  # complete already
-            return
-        error = None
-        try:
-            _run(model, adapter, windows.input_ids, plan["starts"][rank::world],
-                 RecordingLayout(batch_windows=plan["batch"], **layout),
-                 ZarrSink(plan["path"], plan["done"], journal=rank), progress)
-        except BaseException as err:  # the others still wait for this process below
-            error = err
-        failed = _distributed.all_reduce(int(error is not None), op="max")
-        if rank == 0:
-            merge_journals(plan["path"])
-            if not failed and plan["path"] != path:
-                replace_folder(plan["path"], path)
-        _distributed.barrier()
-    if error is not None:
-        raise error
-    if failed:
-        raise RuntimeError(f"Another process recording {path} failed (see its error). What was "
-                           "written is kept: run the same command again to resume.")
 
 
 def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: ActivationSink,
