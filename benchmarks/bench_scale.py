@@ -6,7 +6,8 @@ For each model the same token windows are run (a) through the model's base
 ``llmbrain.record`` into a fresh store on disk, and (c) through the online
 networks estimator (a column kept for it: :func:`online_networks` returns
 None until it exists). Tokens/s are the best of ``--repeats`` runs, with the
-ratio to the bare forward. Peak GPU memory (``torch.cuda.max_memory_allocated``)
+ratio to the bare forward (best runs, and the median over the repeats of the
+ratio of a bare run to the record run right after it). Peak GPU memory (``torch.cuda.max_memory_allocated``)
 and peak host memory (the process's resident high-water mark, reset before
 each measurement) are kept per measurement.
 
@@ -199,13 +200,14 @@ def measure(name: str, model, tokenizer, windows, args, folder: Path) -> dict:
                           n_neurons=n_neurons, tokens_per_batch=args.batch_size * args.window,
                           device=args.device)
     bare_tps, rec_tps = n / min(bare), n / min(rec)
+    paired = float(np.median([b / r for b, r in zip(bare, rec)]))  # runs adjacent in time
     online_tps = online["tokens_per_s"] if online else None
     return {
         "model": name, "layers": n_layers, "neurons_per_layer": n_neurons,
         "hidden": model.config.hidden_size, "dtype": str(next(model.parameters()).dtype)[6:],
         "device": str(device), "tokens": n, "window": args.window, "batch": args.batch_size,
         "bare_tokens_per_s": bare_tps, "record_tokens_per_s": rec_tps,
-        "record_ratio": rec_tps / bare_tps,
+        "record_ratio": rec_tps / bare_tps, "record_ratio_paired": paired,
         "online_tokens_per_s": online_tps,
         "online_ratio": online_tps / bare_tps if online_tps else None,
         "network_run_s": online.get("network_run_s") if online else None,
@@ -255,8 +257,9 @@ def summary(rows: list[dict], command: str, args) -> str:
              f"average at the end {', '.join(f'{v:.1f}' for v in load)}"]
     if args.device == "cpu":
         lines.append("note: measured on a shared machine that other jobs keep busy (CPU and "
-                     "disk): throughputs vary from run to run; each figure is the best of "
-                     f"{args.repeats} runs, all runs are in the CSV.")
+                     "disk): throughputs vary from run to run by up to 2x; each figure is the "
+                     f"best of {args.repeats} runs, ratios are also given as the median of runs "
+                     "paired in time, and all runs are in the CSV.")
     for row in rows:
         lines += [
             "",
@@ -265,7 +268,8 @@ def summary(rows: list[dict], command: str, args) -> str:
             f"{row['tokens']:,} tokens in windows of {row['window']}, batch {row['batch']}",
             f"  bare forward (no head, no hooks): {_fmt(row['bare_tokens_per_s'])} tokens/s",
             f"  record to a store:                {_fmt(row['record_tokens_per_s'])} tokens/s "
-            f"({row['record_ratio']:.3f} x bare; {row['store_gb']:.2f} GB written at "
+            f"({row['record_ratio']:.3f} x bare, best runs; {row['record_ratio_paired']:.3f} "
+            f"x, median of runs paired in time; {row['store_gb']:.2f} GB written at "
             f"{row['record_store_gb_per_s']:.3f} GB/s)",
             f"  online networks:                  {_fmt(row['online_tokens_per_s'])} tokens/s"
             + (f" ({row['online_ratio']:.3f} x bare), {row['network_run_s']:.1f} s per run"
