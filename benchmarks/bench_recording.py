@@ -93,7 +93,8 @@ def store_bandwidth(folder, n_bytes: int, *, n_layers: int, n_neurons: int,
         hooks=("mlp",), layers=list(range(n_layers)), neurons=list(range(n_neurons)),
         dtype=dtype, window=tokens_per_batch, batch_windows=1, n_windows=n_batches,
         coords=coords, attrs={"window_length": tokens_per_batch, "batch_windows": 1,
-                              "n_tokens": n_tokens}, device=torch.device(device))
+                              "n_tokens": n_tokens}, device=torch.device(device),
+        token_stride=1, devices=(torch.device(device),) * n_layers)
     block = torch.randn((1, n_layers, tokens_per_batch, n_neurons), device=device).to(
         getattr(torch, dtype))
     blocks = tuple(block[:, i] for i in range(n_layers))

@@ -42,7 +42,7 @@ import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,11 @@ class RecordingLayout:
     Attributes
     ----------
     hooks : tuple of str
-    layers, neurons : list of int
+        Hook points, in the order of the blocks' first axis.
+    layers : list of int
+        Recorded layers, in the order of the blocks.
+    neurons : list of int
+        Neuron indices kept in every layer.
     dtype : str
         Storage type ("float16" or "float32"); blocks arrive in it.
     window : int
@@ -79,11 +83,11 @@ class RecordingLayout:
         Attributes describing the recording.
     device : torch.device
         Where the input ids go (the device of the model's embeddings).
-    token_stride : int, default=1
+    token_stride : int
         Every ``token_stride``-th token of a window is kept (see
-        :attr:`positions`).
+        ``positions``).
     devices : tuple of torch.device
-        Device of each recorded layer's block (all ``device`` by default).
+        Device of each recorded layer's block.
     """
 
     hooks: tuple
@@ -96,12 +100,8 @@ class RecordingLayout:
     coords: dict
     attrs: dict
     device: torch.device
-    token_stride: int = 1
-    devices: tuple = field(default=())
-
-    def __post_init__(self):
-        if not self.devices:
-            object.__setattr__(self, "devices", (self.device,) * len(self.layers))
+    token_stride: int
+    devices: tuple
 
     @property
     def positions(self) -> range:
