@@ -255,3 +255,16 @@ def test_command_line_subsampling(saved, texts, tmp_path, capsys):
     assert main(["record", "--model", str(saved), "--out", str(tmp_path / "t.zarr"),
                  "--neuron-fraction", "2"]) == 1
     assert "--neuron-fraction must be in (0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_default_model_with_a_device_map(smollm2, tmp_path):
+    """The embedded model is converted on the CPU, then dispatched by accelerate."""
+    model, tokenizer = smollm2
+    split, _ = load_model("default", device_map="auto")
+    assert split.hf_device_map
+    kw = dict(window=128, max_tokens=256, layers=[0, 29], progress=False)
+    ds = record(split, tokenizer, "default", None, **kw)
+    np.testing.assert_array_equal(ds["activations"].values,
+                                  record(model, tokenizer, "default", None, **kw)
+                                  ["activations"].values)

@@ -141,6 +141,9 @@ def _save_atomically(model, tokenizer, folder: Path) -> None:
         pass  # a cache that cannot be written only makes the next load slower
 
 
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
 def check_device_map(device_map):
     """Check a ``device_map`` for :func:`load_model` before any loading.
 
@@ -160,7 +163,7 @@ def check_device_map(device_map):
     if not isinstance(device_map, dict) or not device_map:
         raise ValueError("device_map must be a strategy such as 'auto' or a dict of module names "
                          f"to devices, e.g. {{'model.layers.0': 0, ...}}; got {device_map!r}.")
-    for module, device in device_map.items():
+    for device in device_map.values():
         if device != "disk":
             check_device(f"cuda:{device}" if isinstance(device, int) else device)
     return dict(device_map)
@@ -182,9 +185,6 @@ def _place(model, device: torch.device | None, device_map):
     model = dispatch_model(model, device_map=device_map)
     model.hf_device_map = device_map
     return model
-
-
-_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.float32,

@@ -170,10 +170,12 @@ class ZarrSink(ActivationSink):
     """Write the activations into an existing store (see
     :mod:`llmbrain.recording.store`), in the background.
 
-    Each batch is copied once into a host buffer laid out (hook, layer,
-    token, neuron), so that every chunk is one contiguous slab (pinned
-    memory when the model is on a GPU); a pool of writer threads then writes
-    the chunks side by side, straight from the buffer, and ``fsync``-s them.
+    Each batch lands in a page-aligned host buffer laid out (hook, layer,
+    token, neuron), so that every chunk is one contiguous slab: on the CPU
+    the recorder gathers it there directly (see :meth:`buffer`), from GPUs
+    it is copied once, into pinned memory. A pool of writer threads then
+    writes the chunks side by side, straight from the buffer, and
+    ``fsync``-s them.
     Batches are committed in order: only when all chunks of a batch are on
     disk are their checksums recorded and the batch counted in the progress
     record. Meanwhile the next batches are computed and written.
