@@ -33,6 +33,7 @@ def _worker(rank: int, world: int, folder: str) -> None:
         _check_all_reduce(rank, world)
         model, tokenizer = tiny_model("llama"), byte_tokenizer()
         record(model, tokenizer, _texts(), folder / "together.zarr", **KW)
+        _check_sink_share(model, tokenizer, rank)
         _crash_then_resume(model, tokenizer, rank, folder)
     finally:
         dist.destroy_process_group()
@@ -50,6 +51,26 @@ def _check_all_reduce(rank: int, world: int) -> None:
     assert total["sum_sq"].tolist() == [world * (world - 1) // 2, world * (world - 1)]
     assert _distributed.all_reduce(float(rank), op="max") == world - 1
     assert _distributed.broadcast_object({"rank": rank}) == {"rank": 0}
+
+
+def _check_sink_share(model, tokenizer, rank: int) -> None:
+    from llmbrain.recording import ActivationSink
+
+    class Count(ActivationSink):  # an online estimator's sums, in miniature
+        def start(self, layout):
+            super().start(layout)
+            self.windows, self.tokens = [], 0
+
+        def write(self, blocks, first_window):
+            self.windows.append(first_window)
+            self.tokens += blocks[0].shape[1]
+
+        def finish(self):
+            return self.windows, _distributed.all_reduce(self.tokens)
+
+    windows, tokens = record(model, tokenizer, _texts(), sink=Count(), **KW)
+    assert windows == [0, 4, 8, 12] if rank == 0 else [2, 6, 10, 14]
+    assert tokens == 15 * 32
 
 
 def _crash_then_resume(model, tokenizer, rank: int, folder: Path) -> None:
