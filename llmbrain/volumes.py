@@ -179,7 +179,10 @@ def to_volumes(data: xr.DataArray | xr.Dataset) -> LLMVolumes:
     data : xarray.DataArray or Dataset
         Dims ``(token, layer, neuron)``, ``(component, layer, neuron)`` or
         ``(layer, neuron)``; a Dataset's ``activations`` variable is used.
-        Values are converted to float32 (exactly, from float16).
+        Values are converted to float32 (exactly, from float16). Backed by
+        dask (a store opened with ``open_activations(path, chunks={})``), the
+        image's data stay a dask array: they are read, chunk by chunk and in
+        parallel, only when used (``img.get_fdata()``, a masker, saving).
 
     Returns
     -------
@@ -200,8 +203,10 @@ def to_volumes(data: xr.DataArray | xr.Dataset) -> LLMVolumes:
     if isinstance(data, xr.Dataset):
         data = data["activations"]
     layout = VolumeLayout.from_dataarray(data)
-    values = np.asarray(data.values, dtype=np.float32)
-    volume = layout.to_voxels(values)
+    if data.chunks is not None:  # dask-backed: the image stays lazy
+        volume = _dask_voxels(layout, data.data.astype(np.float32))
+    else:
+        volume = layout.to_voxels(np.asarray(data.values, dtype=np.float32))
     affine = np.eye(4)  # world coordinates = voxel indices: no anatomy, no millimetres
     img = nib.Nifti1Image(volume, affine)
     img.header.set_xyzt_units("unknown", "unknown")
@@ -213,6 +218,19 @@ def to_volumes(data: xr.DataArray | xr.Dataset) -> LLMVolumes:
     labels[mask] = (np.broadcast_to(np.arange(1, layout.shape[2] + 1), layout.shape))[mask]
     return LLMVolumes(img=img, mask_img=nib.Nifti1Image(mask.astype(np.uint8), affine),
                       labels_img=nib.Nifti1Image(labels, affine), layout=layout)
+
+
+def _dask_voxels(layout: VolumeLayout, values):
+    """:meth:`VolumeLayout.to_voxels` of a dask array, lazily."""
+    import dask.array as da
+
+    nx, ny, nz = layout.shape
+    missing = nx * ny - values.shape[-1]
+    if missing:
+        values = da.concatenate([values, da.zeros(values.shape[:-1] + (missing,),
+                                                  dtype=values.dtype)], axis=-1)
+    volume = values.rechunk({-1: -1}).reshape(values.shape[:-2] + (nz, nx, ny))
+    return da.moveaxis(volume, (-2, -1, -3), (0, 1, 2))
 
 
 def from_volumes(img, layout: VolumeLayout, *, dim: str = "token",

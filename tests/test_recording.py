@@ -255,9 +255,11 @@ def test_a_sink_receives_every_batch_on_the_model_device(llama, tokenizer, texts
             super().start(layout)
             self.total, self.windows = 0.0, []
 
-        def write(self, block, first_window):
-            assert block.device == self.layout.device and block.dim() == 4
-            self.total += float(block.double().sum())
+        def write(self, blocks, first_window):
+            assert len(blocks) == len(self.layout.layers) == len(self.layout.devices)
+            for block, device in zip(blocks, self.layout.devices):
+                assert block.device == device and block.shape[:1] == (2,) and block.dim() == 3
+                self.total += float(block.double().sum())
             self.windows.append(first_window)
 
         def finish(self):

@@ -31,6 +31,12 @@ def register(subparsers) -> None:
     add_max_tokens_argument(parser, " (default: the whole corpus)")
     parser.add_argument("--store-dtype", default="float16", choices=["float16", "float32"],
                         help="type of the stored activations")
+    parser.add_argument("--token-stride", type=parse_positive, default=1, metavar="K",
+                        help="keep one token in K of each window (the last of every K), for "
+                             "when the disk is the limit")
+    parser.add_argument("--neuron-fraction", type=float, metavar="F",
+                        help="keep this fraction of the neurons of every layer, drawn at "
+                             "random (the same in every layer)")
     add_overwrite_argument(parser, "a store")
     parser.add_argument("--verify", action="store_true",
                         help="compare every recorded chunk with its checksum; before resuming, "
@@ -39,6 +45,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from .. import _distributed
     from .._outputs import check_output, output_kind
     from ..corpus import load_corpus
     from ..models import load_model
@@ -48,16 +55,24 @@ def run(args) -> int:
     if args.max_tokens is not None and args.max_tokens < args.window:
         raise ValueError(f"--max-tokens {args.max_tokens} is less than one window of "
                          f"{args.window} tokens (--window).")
+    if args.neuron_fraction is not None and not 0 < args.neuron_fraction <= 1:
+        raise ValueError(f"--neuron-fraction must be in (0, 1], got {args.neuron_fraction}.")
     if output_kind(args.out) != "activations":
         check_output(args.out, "activations", overwrite=True)
     documents = load_corpus(args.corpus, text_field=args.text_field, encoding=args.encoding)
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    # under torchrun / accelerate launch the processes share the work, one GPU each
+    _distributed.init_from_environment()
+    model, tokenizer = load_model(args.model, device=_distributed.local_device(args.device),
+                                  dtype=args.dtype)
     start = time.perf_counter()
     hook = args.hook[0] if len(args.hook) == 1 else args.hook
     ds = record(model, tokenizer, documents, args.out, hook=hook, layers=args.layers,
                 neurons=args.neurons, window=args.window, batch_size=args.batch_size,
-                dtype=args.store_dtype, max_tokens=args.max_tokens, overwrite=args.overwrite,
-                verify=args.verify, progress=args.progress)
+                dtype=args.store_dtype, max_tokens=args.max_tokens,
+                token_stride=args.token_stride, neuron_fraction=args.neuron_fraction,
+                overwrite=args.overwrite, verify=args.verify, progress=args.progress)
+    if _distributed.rank() != 0:
+        return 0
     seconds = time.perf_counter() - start
     size = ds["activations"].nbytes
     hooks = ds.attrs.get("hooks") or [ds.attrs["hook"]]

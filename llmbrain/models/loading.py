@@ -14,8 +14,8 @@ import torch
 from .._atomic import atomic_folder
 from .cache import cache_dir, entry_folder, record_use, write_info
 
-__all__ = ["DEFAULT_MODEL", "check_device", "default_model_path", "load_model",
-           "model_fingerprint"]
+__all__ = ["DEFAULT_MODEL", "check_device", "check_device_map", "default_model_path",
+           "load_model", "model_fingerprint"]
 
 #: Name that selects the embedded default model (SmolLM2-135M-Instruct).
 DEFAULT_MODEL = "default"
@@ -158,8 +158,55 @@ def _save_atomically(model, tokenizer, folder: Path, source: Path) -> None:
         pass  # a cache that cannot be written only makes the next load slower
 
 
+_DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def check_device_map(device_map):
+    """Check a ``device_map`` for :func:`load_model` before any loading.
+
+    Raises
+    ------
+    ValueError
+        If it is neither one of accelerate's strategies nor a dict of module
+        names to devices this machine has.
+    """
+    if device_map is None:
+        return None
+    if isinstance(device_map, str):
+        if device_map not in _DEVICE_MAPS:
+            raise ValueError(f"device_map must be one of {', '.join(map(repr, _DEVICE_MAPS))} or a "
+                             f"dict of module names to devices, got {device_map!r}.")
+        return device_map
+    if not isinstance(device_map, dict) or not device_map:
+        raise ValueError("device_map must be a strategy such as 'auto' or a dict of module names "
+                         f"to devices, e.g. {{'model.layers.0': 0, ...}}; got {device_map!r}.")
+    for device in device_map.values():
+        if device != "disk":
+            check_device(f"cuda:{device}" if isinstance(device, int) else device)
+    return dict(device_map)
+
+
+def _place(model, device: torch.device | None, device_map):
+    """Put a model loaded on the CPU on ``device``, or spread it with accelerate."""
+    if device_map is None:
+        return model.to(device)
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    if isinstance(device_map, str):
+        no_split = list(model._no_split_modules or [])
+        memory = None if device_map == "sequential" else get_balanced_memory(
+            model, no_split_module_classes=no_split, low_zero=device_map == "balanced_low_0")
+        device_map = infer_auto_device_map(model, max_memory=memory,
+                                           no_split_module_classes=no_split)
+    model = dispatch_model(model, device_map=device_map)
+    model.hf_device_map = device_map
+    return model
+
+
 def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.float32,
-               device: str | torch.device = "cpu", use_cache: bool = True):
+               device: str | torch.device | None = None, device_map=None,
+               use_cache: bool = True):
     """Load a causal language model and its tokenizer.
 
     Parameters
@@ -175,6 +222,15 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
     device : str or torch.device, default="cpu"
         Where to put the model; ``"auto"`` picks a GPU when there is one
         (:func:`check_device`).
+    device_map : str or dict, optional
+        Spread the model over several devices, through accelerate, for a
+        model larger than one GPU: ``"auto"`` (or ``"balanced"``,
+        ``"balanced_low_0"``, ``"sequential"``) fills the GPUs there are
+        (then the CPU), or a dict of module names to devices, e.g.
+        ``{"model.embed_tokens": 0, "model.layers.0": 0, ..., "lm_head": 1}``.
+        Use with ``dtype=torch.bfloat16`` for a 7B model on GPUs of less than
+        28 GB. Replaces ``device``. :func:`llmbrain.record` records such a
+        model as any other.
     use_cache : bool, default=True
         Keep a safetensors copy of a GGUF model in :func:`cache_dir` so that the
         next load takes seconds instead of dequantising again.
@@ -196,7 +252,13 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
 
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    device = check_device(device)
+    if device_map is not None and device is not None:
+        raise ValueError("Give device (one device) or device_map (several), not both.")
+    device_map = check_device_map(device_map)
+    device = None if device_map is not None else check_device(device or "cpu")
+    # from_pretrained places the weights as it loads them; other models are dispatched after
+    placement = {} if device_map is None else {"device_map": device_map}
+    placed = False
     if name is None or str(name) == DEFAULT_MODEL:
         model, tokenizer = _cached_gguf(default_model_path(), dtype, use_cache, _DEFAULT_NAME)
     else:
@@ -219,8 +281,9 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
                                             "tokenizer: save it with save_pruned(model, tokenizer, ...).")
             else:
                 try:
-                    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+                    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement)
                     tokenizer = AutoTokenizer.from_pretrained(path)
+                    placed = True
                 except (ImportError, KeyboardInterrupt, MemoryError):
                     raise
                 except Exception as err:  # damaged weights fail in safetensors, torch, ...
@@ -231,8 +294,9 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
             raise FileNotFoundError(f"No model at {path}: the path does not exist.")
         else:
             try:
-                model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype)
+                model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype, **placement)
                 tokenizer = AutoTokenizer.from_pretrained(str(name))
+                placed = True
             except OSError as err:
                 raise FileNotFoundError(
                     f"Could not load {name!r}: it is no local path, and fetching it from the "
@@ -240,7 +304,9 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
                     "a local folder / .gguf file / 'default'.") from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device).eval(), tokenizer
+    if not placed:
+        model = _place(model, device, device_map)
+    return model.eval(), tokenizer
 
 
 def _weight_sample(model, per_tensor: int = 256) -> str:

@@ -98,9 +98,9 @@ class _MomentsSink(ActivationSink):
         super().start(layout)
         self.moments = {layer: RunningMoments(absolute=True) for layer in layout.layers}
 
-    def write(self, block: torch.Tensor, first_window: int) -> None:
-        for i, layer in enumerate(self.layout.layers):
-            self.moments[layer].update(block[0, i])
+    def write(self, blocks, first_window: int) -> None:
+        for layer, block in zip(self.layout.layers, blocks):  # block: (hook, token, neuron)
+            self.moments[layer].update(block[0])
 
     def finish(self) -> xr.Dataset:
         return _as_dataset(self.moments, str(self.layout.attrs.get("model", "")))
@@ -157,7 +157,8 @@ def calibration_stats_from_activations(data, *, batch_tokens: int = 16384) -> xr
     data : xarray.Dataset or DataArray
         A store opened with :func:`llmbrain.open_activations` (recorded at
         hook ``"mlp"``, with all neurons), or its ``activations``; NumPy- or
-        dask-backed.
+        dask-backed (``open_activations(path, chunks={})``: each block is
+        computed on the current dask scheduler).
     batch_tokens : int, default=16384
         Tokens read at once (memory stays bounded).
 

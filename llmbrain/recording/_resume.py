@@ -8,11 +8,14 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._outputs import output_kind
-from .store import (IDENTITY_KEYS, DamagedStoreError, find_damage, read_progress, store_attrs,
-                    write_progress)
+import numpy as np
 
-__all__ = ["StorePlan", "check_disk", "plan_store"]
+from .._atomic import replace_folder
+from .._outputs import output_kind
+from .store import (IDENTITY_DEFAULTS, IDENTITY_KEYS, DamagedStoreError, create_store,
+                    find_damage, merge_journals, read_progress, store_attrs, write_progress)
+
+__all__ = ["StorePlan", "check_disk", "plan_store", "prepare_store"]
 
 
 @dataclass
@@ -46,8 +49,9 @@ def _existing(path: Path, attrs: dict, n_windows: int, *, resume: bool, verify: 
             raise FileExistsError(f"{path} is in the way of the new store: remove it.")
         return StorePlan(path)
     existing = store_attrs(path)
-    differences = [f"{key}: store has {existing.get(key)!r}, this recording {attrs.get(key)!r}"
-                   for key in IDENTITY_KEYS if existing.get(key) != attrs.get(key)]
+    differences = [f"{key}: store has {_identity(existing, key)!r}, this recording "
+                   f"{_identity(attrs, key)!r}" for key in IDENTITY_KEYS
+                   if _identity(existing, key) != _identity(attrs, key)]
     if differences:
         if replace:  # an unfinished replacement of other settings: start it again
             return StorePlan(path)
@@ -56,6 +60,7 @@ def _existing(path: Path, attrs: dict, n_windows: int, *, resume: bool, verify: 
             f"continue it ({'; '.join(differences)}). Choose another path, or pass "
             "overwrite=True to replace it.")
     batch = int(existing["batch_windows"])
+    merge_journals(path)  # batches written by the processes of an interrupted parallel run
     try:
         progress = read_progress(path)
     except DamagedStoreError:
@@ -70,6 +75,10 @@ def _existing(path: Path, attrs: dict, n_windows: int, *, resume: bool, verify: 
                       "short or altered; they are recorded again.", stacklevel=4)
     return StorePlan(path, new=False, done=done, complete=complete,
                      repair=[row * batch for row in sorted(damage)], batch_windows=batch)
+
+
+def _identity(attrs: dict, key: str):
+    return attrs.get(key, IDENTITY_DEFAULTS.get(key))
 
 
 def _recover_progress(path: Path, n_windows: int, batch: int) -> dict:
@@ -101,3 +110,28 @@ def check_disk(path: Path, n_bytes: int) -> None:
         raise OSError(f"The store at {path} needs {n_bytes / 1e9:.2f} GB more but the disk has "
                       f"only {free / 1e9:.2f} GB free: free some space, record fewer tokens "
                       "(max_tokens) or layers, or use dtype='float16'.")
+
+
+def prepare_store(path: Path, layout: dict, store: dict) -> dict | None:
+    """Plan the recording into ``path`` and create the store if it is new; None
+    when the store is already complete (a finished replacement is put in place)."""
+    attrs, n_windows = layout["attrs"], layout["n_windows"]
+    plan = plan_store(path, attrs, n_windows, resume=store["resume"],
+                      overwrite=store["overwrite"], verify=store["verify"])
+    if plan.complete and not plan.repair:
+        if plan.path != path:  # a replacement finished before it could take its place
+            replace_folder(plan.path, path)
+        return None
+    batch = plan.batch_windows or store["batch_size"]
+    starts = plan.repair + list(range(plan.done, n_windows, batch))
+    tokens = batch * attrs["n_tokens"] // n_windows
+    row_bytes = tokens * len(layout["hooks"]) * len(layout["layers"]) * \
+        len(layout["neurons"]) * np.dtype(layout["dtype"]).itemsize
+    check_disk(plan.path, len(starts) * row_bytes)
+    if plan.new:
+        if plan.path.exists():  # an empty folder, or our own unfinished replacement
+            shutil.rmtree(plan.path)
+        create_store(plan.path, hooks=layout["hooks"], tokens_per_chunk=tokens,
+                     dtype=layout["dtype"], coords=layout["coords"], attrs=attrs,
+                     sharded=store["sharded"])
+    return {"path": plan.path, "done": plan.done, "starts": starts, "batch": batch}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -11,15 +10,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import _distributed
 from .._atomic import replace_folder
 from .._outputs import check_output, output_kind, output_lock
 from ..corpus import TokenWindows, load_corpus, tokenize_windows
 from ..models.adapters import get_adapter
 from ..models.loading import model_fingerprint
 from .hooks import HOOK_POINTS, MLP_HOOKS, attach_hooks
-from ._resume import check_disk, plan_store
+from ._resume import prepare_store
+from ._together import record_together
 from .sinks import ActivationSink, MemorySink, RecordingLayout, ZarrSink
-from .store import create_store, layout_coords, open_activations
+from .store import layout_coords, open_activations
 
 __all__ = ["record"]
 
@@ -70,20 +71,23 @@ def _check_hooks(hook) -> tuple[str, ...]:
     return hooks
 
 
-def _feature_size(model, adapter, layers, hooks, device) -> dict:
-    """Size of the hooked tensor of every (hook, selected layer), from one tiny forward."""
-    sizes = {}
-    handles = []
+def _probe(model, adapter, layers, hooks, device) -> tuple[dict, list]:
+    """Width of the hooked tensor of every (hook, selected layer), and the device
+    of every selected layer's tensor, from one tiny forward pass."""
+    sizes, devices = {}, [None] * len(layers)
+
     expected = len(hooks) * len(layers)
 
-    def measure(hook, pos, x):
-        sizes[(hook, layers[pos])] = int(x.shape[-1])
+    def seen(hook, position, x):
+        sizes[(hook, layers[position])] = int(x.shape[-1])
+        devices[position] = x.device
         if len(sizes) == expected:  # the rest of the model (and its head) is not run
             raise _StopForward
 
+    handles = []
+
     for hook in hooks:
-        handles += attach_hooks(model, adapter, layers, hook,
-                                lambda pos, x, hook=hook: measure(hook, pos, x))
+        handles += attach_hooks(model, adapter, layers, hook, partial(seen, hook))
     try:
         with torch.inference_mode():
             model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device), use_cache=False)
@@ -92,7 +96,25 @@ def _feature_size(model, adapter, layers, hooks, device) -> dict:
     finally:
         for handle in handles:
             handle.remove()
-    return sizes
+    return sizes, devices
+
+
+def _input_device(model) -> torch.device:
+    """Where the input ids go: the device of the embeddings (on a model split over
+    devices, the first one); the CPU for weights offloaded by accelerate."""
+    weight = model.get_input_embeddings().weight
+    return torch.device("cpu") if weight.device.type == "meta" else weight.device
+
+
+def _neuron_subset(neurons, fraction, width: int, random_state) -> list[int] | None:
+    if fraction is None:
+        return neurons
+    if neurons is not None:
+        raise ValueError("Give either neurons (indices) or neuron_fraction, not both.")
+    if not 0 < float(fraction) <= 1:
+        raise ValueError(f"neuron_fraction must be in (0, 1], got {fraction}.")
+    k = max(1, round(float(fraction) * width))
+    return np.random.default_rng(random_state).choice(width, k, replace=False).tolist()
 
 
 def _token_texts(tokenizer, ids: np.ndarray) -> np.ndarray:
@@ -122,9 +144,11 @@ def _check_finite(block: torch.Tensor, hooks, layers, dtype: str, first_token: i
 
 def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook="mlp",
            layers=None, neurons=None, window: int = 256, batch_size: int = 8,
-           dtype: str = "float16", max_tokens: int | None = None, resume: bool = True,
-           overwrite: bool = False, verify: bool = False, text_field: str = "text",
-           progress: bool = True, sink: ActivationSink | None = None):
+           dtype: str = "float16", max_tokens: int | None = None, token_stride: int = 1,
+           neuron_fraction: float | None = None, random_state: int | None = 0,
+           sharded: bool = False, resume: bool = True, overwrite: bool = False,
+           verify: bool = False, text_field: str = "text", progress: bool = True,
+           sink: ActivationSink | None = None, distributed: bool | None = None):
     """Record a model's activations over a corpus into a Zarr store (or memory).
 
     The corpus is cut into windows of ``window`` tokens (see
@@ -134,6 +158,11 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
     runs, so memory stays constant whatever the number of tokens. The forward
     pass stops after the last requested layer and never runs the language-model
     head. Several MLP hook points can be recorded in the same pass.
+
+    A model split over several devices (``load_model(..., device_map="auto")``)
+    is recorded the same way. Under ``torchrun`` (or ``accelerate launch``),
+    with the process group initialised, the processes share the batches and
+    write disjoint chunks of the same store (see ``distributed``).
 
     Parameters
     ----------
@@ -166,7 +195,25 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
         the residual stream of some models) stop the recording with an error
         that says to use float32: inf or NaN is never stored.
     max_tokens : int, optional
-        Record at most this many tokens (at least one window).
+        Run at most this many tokens through the model (at least one window).
+    token_stride : int, default=1
+        Keep one token in ``token_stride`` of each window: the positions
+        ``token_stride - 1, 2 * token_stride - 1, ...`` (the first token of
+        a window, whose activations are atypical, is then never kept). The
+        store is ``token_stride`` times smaller; the ``position`` coordinate
+        says which tokens were kept. For when the disk, not the model, is the
+        limit.
+    neuron_fraction : float, optional
+        Keep this fraction of the neurons of every layer, drawn at random
+        (the same neurons in every layer; the ``neuron`` coordinate lists
+        them). An alternative to ``neurons``.
+    random_state : int, optional
+        Seed of the ``neuron_fraction`` draw.
+    sharded : bool, default=False
+        Store each batch (all its hooks and layers) as one file, a Zarr v3
+        shard, instead of one file per layer and batch: fewer files, for
+        file systems that handle many small files badly. Read the same way.
+        A resumed store keeps its own layout.
     resume : bool, default=True
         Continue an interrupted recording at ``path`` made with the same model
         (weights included), hook, selection and corpus. A store made otherwise
@@ -182,11 +229,20 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
     text_field : str, default="text"
         Field of JSONL records holding the text.
     progress : bool, default=True
-        Show a progress bar.
+        Show a progress bar (on the first process only, when several record).
     sink : ActivationSink, optional
         Send the activations to this sink instead of a store (``path`` is
         then ignored); see :mod:`llmbrain.recording.sinks`. Its ``finish()``
         value is returned.
+    distributed : bool, optional
+        Share the work between the processes of the ``torch.distributed``
+        process group: process ``r`` of ``N`` runs the batches ``r, r + N,
+        ...``; into a store, the first process creates it (and holds its
+        lock) and every process writes its own chunks, so the store is the
+        one a single process would have written, bit for bit; a given sink
+        receives its process's batches only. By default, whenever a process
+        group of several processes is initialised. False: every process
+        records everything on its own.
 
     Returns
     -------
@@ -209,21 +265,29 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
     if max_tokens is not None and int(max_tokens) < int(window):
         raise ValueError(f"max_tokens={max_tokens} is less than one window of {window} tokens: "
                          "record at least one window.")
+    if not 1 <= int(token_stride) <= int(window):
+        raise ValueError(f"token_stride must be between 1 and the window ({window}), got "
+                         f"{token_stride}.")
+    parallel = _check_distributed(distributed)
+    if parallel and sink is None and path is None:
+        raise ValueError("Recording into memory (path=None) is not shared between processes: "
+                         "give a store path, a sink, or distributed=False.")
     if sink is None and path is not None:
         path = Path(path).expanduser()
         if output_kind(path) != "activations":  # refuse a folder not ours before any work
             check_output(path, "activations", overwrite=True)
     adapter = get_adapter(model)
     layers = _check_selection(layers, adapter.n_layers(model), "layer")
-    device = next(model.parameters()).device
-    sizes = _feature_size(model, adapter, layers, hooks, device)
+    device = _input_device(model)
+    sizes, devices = _probe(model, adapter, layers, hooks, device)
     if len(set(sizes.values())) != 1:
         detail = ", ".join(f"{h} layer {layer}: {n}" for (h, layer), n in list(sizes.items())[:6])
         raise ValueError(f"The selected layers and hooks have different widths ({detail}): "
                          "record hooks or layers of equal width separately (a pruned model's "
                          "layers may differ).")
     width = next(iter(sizes.values()))
-    neurons = _check_selection(neurons, width, "neuron")
+    neurons = _check_selection(_neuron_subset(neurons, neuron_fraction, width, random_state),
+                               width, "neuron")
     context = getattr(model.config, "max_position_embeddings", None) or getattr(
         model.config, "n_positions", None)
     if isinstance(corpus, TokenWindows):
@@ -234,72 +298,99 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
     else:
         windows = tokenize_windows(load_corpus(corpus, text_field=text_field), tokenizer,
                                    window, max_tokens=max_tokens, max_length=context)
+    positions = np.arange(int(token_stride) - 1, int(window), int(token_stride))
     attrs = {
         "model": str(model.config.name_or_path), "model_fingerprint": model_fingerprint(model),
         "architecture": adapter.name, **({"hook": hooks[0]} if len(hooks) == 1 else
                                          {"hooks": list(hooks)}),
         "dtype": dtype, "window_length": int(window), "corpus_fingerprint": windows.fingerprint,
         "layers": layers, "neurons_selected": neurons if len(neurons) < width else "all",
-        "n_tokens": windows.n_tokens, "batch_windows": int(batch_size),
+        "n_tokens": len(windows) * len(positions), "batch_windows": int(batch_size),
+        "token_stride": int(token_stride),
+        **({"neuron_fraction": float(neuron_fraction), "random_state": random_state}
+           if neuron_fraction is not None else {}),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    ids = windows.input_ids.reshape(-1)
+    ids = windows.input_ids[:, positions].reshape(-1)
     layout = dict(hooks=hooks, layers=layers, neurons=neurons, dtype=dtype, window=int(window),
-                  n_windows=len(windows), attrs=attrs, device=device, coords=layout_coords(
-                      n_tokens=windows.n_tokens, hooks=hooks, layers=layers, neurons=neurons,
+                  n_windows=len(windows), attrs=attrs, device=device,
+                  token_stride=int(token_stride), devices=tuple(devices),
+                  coords=layout_coords(
+                      n_tokens=attrs["n_tokens"], hooks=hooks, layers=layers, neurons=neurons,
                       per_token={
-                          "document": np.repeat(windows.document, window),
-                          "position": np.tile(np.arange(window, dtype=np.int32), len(windows)),
+                          "document": np.repeat(windows.document, len(positions)),
+                          "position": np.tile(positions.astype(np.int32), len(windows)),
                           "token_id": ids.astype(np.int32),
                           "token_text": _token_texts(tokenizer, ids)}))
+    show = progress and _distributed.rank() == 0
     if sink is not None or path is None:
         sink = sink or MemorySink()
         starts = list(range(0, len(windows), int(batch_size)))
+        if parallel:
+            starts = starts[_distributed.rank()::_distributed.world_size()]
         return _run(model, adapter, windows.input_ids, starts,
-                    RecordingLayout(batch_windows=int(batch_size), **layout), sink, progress)
-    with output_lock(path, "recording into"):
-        plan = plan_store(path, attrs, len(windows), resume=resume, overwrite=overwrite,
-                           verify=verify)
-        if plan.complete and not plan.repair:
-            if plan.path != path:  # a replacement finished before it could take its place
-                replace_folder(plan.path, path)
-            return open_activations(path)
-        batch = plan.batch_windows or int(batch_size)
-        starts = plan.repair + list(range(plan.done, len(windows), batch))
-        row_bytes = windows.window_length * batch * len(hooks) * len(layers) * len(neurons) \
-            * np.dtype(dtype).itemsize
-        check_disk(plan.path, len(starts) * row_bytes)
-        if plan.new:
-            if plan.path.exists():  # an empty folder, or our own unfinished replacement
-                shutil.rmtree(plan.path)
-            create_store(plan.path, hooks=hooks, tokens_per_chunk=batch * int(window),
-                         dtype=dtype, coords=layout["coords"], attrs=attrs)
-        _run(model, adapter, windows.input_ids, starts,
-             RecordingLayout(batch_windows=batch, **layout), ZarrSink(plan.path, plan.done),
-             progress)
-        if plan.path != path:
-            replace_folder(plan.path, path)
+                    RecordingLayout(batch_windows=int(batch_size), **layout), sink, show)
+    store = dict(batch_size=int(batch_size), resume=resume, overwrite=overwrite, verify=verify,
+                 sharded=sharded)
+    run = partial(_run, model, adapter, windows.input_ids)
+    if parallel:
+        record_together(run, path, layout, store, show)
+    else:
+        with output_lock(path, "recording into"):
+            plan = prepare_store(path, layout, store)
+            if plan is not None:
+                run(plan["starts"], RecordingLayout(batch_windows=plan["batch"], **layout),
+                    ZarrSink(plan["path"], plan["done"]), show)
+                if plan["path"] != path:
+                    replace_folder(plan["path"], path)
     return open_activations(path)
+
+
+def _check_distributed(distributed) -> bool:
+    if distributed is None:
+        return _distributed.is_distributed()
+    if distributed and not _distributed.is_distributed():
+        raise ValueError("distributed=True needs an initialised torch.distributed process group "
+                         "of several processes: launch with torchrun and call "
+                         "llmbrain._distributed.init_from_environment() first.")
+    return bool(distributed)
 
 
 def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: ActivationSink,
          progress: bool):
     """Run the batches beginning at the windows ``starts`` and hand each one's
     activations to ``sink``."""
-    window = layout.window
-    n_hooks, n_layers, n_neurons = len(layout.hooks), len(layout.layers), len(layout.neurons)
-    device = layout.device
+    window, stride, kept = layout.window, layout.token_stride, layout.tokens_per_window
+    n_hooks, n_neurons = len(layout.hooks), len(layout.neurons)
     all_neurons = n_neurons == int(layout.neurons[-1]) + 1
-    neuron_index = None if all_neurons else torch.as_tensor(layout.neurons, device=device)
-    staging = torch.empty((n_hooks, n_layers, layout.batch_windows * window, n_neurons),
-                          dtype=getattr(torch, layout.dtype), device=device)
+    groups: dict = {}  # device -> positions of the layers running there
+    for position, device in enumerate(layout.devices):
+        groups.setdefault(device, []).append(position)
+    staging, views, neuron_index = {}, [None] * len(layout.layers), {}
+    for device, positions in groups.items():  # contiguous per layer, on the layer's device
+        staging[device] = torch.empty(
+            (n_hooks, len(positions), layout.batch_windows * kept, n_neurons),
+            dtype=getattr(torch, layout.dtype), device=device)
+        if not all_neurons:
+            neuron_index[device] = torch.as_tensor(layout.neurons, device=device)
+    buffers = dict(staging)
+
+    def gather_into_sink_buffers():
+        """Use the buffers the sink offers for the next batch (else our own)."""
+        for device, positions in groups.items():
+            given = sink.buffer(device, tuple(staging[device].shape))
+            buffers[device] = staging[device] if given is None else given
+            for j, position in enumerate(positions):
+                views[position] = buffers[device][:, j]
     state = {"n": 0, "left": 0}
 
     def receive(h, position, x):
-        x = x.reshape(-1, x.shape[-1])
-        if neuron_index is not None:
-            x = x.index_select(1, neuron_index)
-        staging[h, position, :state["n"]].copy_(x)
+        x = x.reshape(-1, window, x.shape[-1])  # (windows, window, features)
+        if stride > 1:
+            x = x[:, stride - 1::stride]
+        if neuron_index:
+            x = x.index_select(2, neuron_index[x.device])
+        views[position][h, :state["n"]].view(-1, kept, n_neurons).copy_(x)
         state["left"] -= 1
         if state["left"] == 0:
             raise _StopForward
@@ -314,19 +405,22 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
         with torch.inference_mode():
             for begin in starts:
                 batch = torch.as_tensor(input_ids[begin:begin + layout.batch_windows],
-                                        dtype=torch.long, device=device)
-                state["n"], state["left"] = batch.numel(), n_hooks * n_layers
+                                        dtype=torch.long, device=layout.device)
+                state["n"], state["left"] = len(batch) * kept, n_hooks * len(layout.layers)
+                gather_into_sink_buffers()
                 try:
                     model(input_ids=batch, use_cache=False)
                 except _StopForward:
                     pass
                 if state["left"]:
-                    raise RuntimeError(f"{state['left']} of the {n_hooks * n_layers} hooks did "
-                                       "not run in the forward pass: check the adapter.")
-                block = staging[:, :, :state["n"]]
-                _check_finite(block, layout.hooks, layout.layers, layout.dtype, begin * window)
-                sink.write(block, begin)
-                bar.update(state["n"])
+                    raise RuntimeError(f"{state['left']} of the {n_hooks * len(layout.layers)} "
+                                       "hooks did not run in the forward pass: check the adapter.")
+                for device, positions in groups.items():
+                    _check_finite(buffers[device][:, :, :state["n"]], layout.hooks,
+                                  [layout.layers[p] for p in positions], layout.dtype,
+                                  begin * kept)
+                sink.write(tuple(view[:, :state["n"]] for view in views), begin)
+                bar.update(batch.numel())
     except BaseException:
         sink.abort()
         raise

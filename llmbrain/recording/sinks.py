@@ -1,39 +1,57 @@
 """Sinks: where the recorder sends the activations of every batch.
 
-The recorder runs the model, gathers each batch's activations into one block
-on the model's device and hands it to a sink; it knows nothing about what the
-sink does with it. A sink implements three calls:
+The recorder runs the model, gathers each batch's activations, layer by layer,
+on the device where the layer runs, and hands them to a sink; it knows
+nothing about what the sink does with them. A sink implements four calls:
 
 ``start(layout)``
     once, before the first batch, with the :class:`RecordingLayout`;
-``write(block, first_window)``
-    after each forward pass. ``block`` has shape
-    ``(n_hooks, n_layers, n_tokens, n_neurons)``, lies on the model's device
-    and is reused for the next batch (copy what you keep); it holds the
-    windows ``first_window, first_window + 1, ...``, ``n_tokens / window`` of
-    them;
+``write(blocks, first_window)``
+    after each forward pass. ``blocks`` is a tuple with one tensor per
+    recorded layer: ``blocks[i]`` holds the activations of layer
+    ``layout.layers[i]``, shape ``(n_hooks, n_tokens, n_neurons)``, in
+    ``layout.dtype``, on ``layout.devices[i]`` (the device the layer runs
+    on: on a model split over several GPUs, the layers' blocks lie on
+    different GPUs). The tensors are reused for the next batch: copy what you
+    keep. The batch holds the windows ``first_window, first_window + 1, ...``,
+    ``n_tokens // layout.tokens_per_window`` of them; with a token stride,
+    only the positions ``layout.positions`` of each window;
 ``finish()`` / ``abort()``
     after the last batch, or instead when the recording fails.
 
-:class:`ZarrSink` writes a store on disk (in a background thread, so the next
-forward pass runs meanwhile) and :class:`MemorySink` fills an in-memory
+and may implement a fifth, ``buffer(device, shape)``: before each batch the
+recorder asks for a tensor of ``shape`` ``(n_hooks, n_layers_there, tokens,
+neurons)`` on each ``device`` holding recorded layers, to gather them into;
+a sink that returns one (instead of None) receives views of it in the next
+``write`` and may keep it, which spares a copy.
+
+When several processes record together (see :func:`llmbrain.record` under
+``torchrun``), each process's sink receives that process's batches only; an
+estimator combines its sums in ``finish`` with
+:func:`llmbrain._distributed.all_reduce`.
+
+:class:`ZarrSink` writes a store on disk (by a pool of writer threads, so the
+next forward pass runs meanwhile) and :class:`MemorySink` fills an in-memory
 Dataset of the same layout. Anything else with these calls (an online
 estimator updating its state, say) can be given to the recorder too.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
-import zarr
 
-from .store import (FORMAT_VERSION, activation_dims, chunk_checksums, write_checksums,
+from ._chunks import (ChunkLayout, aligned, crc32c, fsync_folder, host_buffer,
+                      open_for_writing, write_all)
+from .store import (FORMAT_VERSION, activation_dims, append_journal, write_checksums,
                     write_progress)
 
 __all__ = ["ActivationSink", "MemorySink", "RecordingLayout", "ZarrSink"]
@@ -46,11 +64,15 @@ class RecordingLayout:
     Attributes
     ----------
     hooks : tuple of str
-    layers, neurons : list of int
+        Hook points, in the order of the blocks' first axis.
+    layers : list of int
+        Recorded layers, in the order of the blocks.
+    neurons : list of int
+        Neuron indices kept in every layer.
     dtype : str
         Storage type ("float16" or "float32"); blocks arrive in it.
     window : int
-        Tokens per window.
+        Tokens per window run through the model.
     batch_windows : int
         Windows per batch (the last batch may hold fewer).
     n_windows : int
@@ -60,7 +82,12 @@ class RecordingLayout:
     attrs : dict
         Attributes describing the recording.
     device : torch.device
-        Where blocks lie.
+        Where the input ids go (the device of the model's embeddings).
+    token_stride : int
+        Every ``token_stride``-th token of a window is kept (see
+        ``positions``).
+    devices : tuple of torch.device
+        Device of each recorded layer's block.
     """
 
     hooks: tuple
@@ -73,10 +100,22 @@ class RecordingLayout:
     coords: dict
     attrs: dict
     device: torch.device
+    token_stride: int
+    devices: tuple
+
+    @property
+    def positions(self) -> range:
+        """Positions kept in each window: the last of every ``token_stride``."""
+        return range(self.token_stride - 1, self.window, self.token_stride)
+
+    @property
+    def tokens_per_window(self) -> int:
+        return len(self.positions)
 
     @property
     def n_tokens(self) -> int:
-        return self.n_windows * self.window
+        """Tokens kept over the whole recording."""
+        return self.n_windows * self.tokens_per_window
 
 
 class ActivationSink:
@@ -85,8 +124,13 @@ class ActivationSink:
     def start(self, layout: RecordingLayout) -> None:
         self.layout = layout
 
-    def write(self, block: torch.Tensor, first_window: int) -> None:
+    def write(self, blocks: tuple, first_window: int) -> None:
         raise NotImplementedError
+
+    def buffer(self, device: torch.device, shape: tuple) -> torch.Tensor | None:
+        """Optional: where the recorder gathers the next batch's layers that run
+        on ``device``; None lets the recorder use its own buffer."""
+        return None
 
     def finish(self):
         """Called after the last batch; the return value is the recorder's."""
@@ -105,9 +149,10 @@ class MemorySink(ActivationSink):
         shape = (layout.n_tokens, len(layout.hooks), len(layout.layers), len(layout.neurons))
         self.data = torch.empty(shape, dtype=getattr(torch, layout.dtype))
 
-    def write(self, block: torch.Tensor, first_window: int) -> None:
-        start = first_window * self.layout.window
-        self.data[start:start + block.shape[2]].copy_(block.permute(2, 0, 1, 3))
+    def write(self, blocks: tuple, first_window: int) -> None:
+        start = first_window * self.layout.tokens_per_window
+        for i, block in enumerate(blocks):
+            self.data[start:start + block.shape[1], :, i].copy_(block.permute(1, 0, 2))
 
     def finish(self) -> xr.Dataset:
         layout = self.layout
@@ -123,7 +168,17 @@ class MemorySink(ActivationSink):
 
 class ZarrSink(ActivationSink):
     """Write the activations into an existing store (see
-    :mod:`llmbrain.recording.store`), in a background thread.
+    :mod:`llmbrain.recording.store`), in the background.
+
+    Each batch lands in a page-aligned host buffer laid out (hook, layer,
+    token, neuron), so that every chunk is one contiguous slab: on the CPU
+    the recorder gathers it there directly (see :meth:`buffer`), from GPUs
+    it is copied once, into pinned memory. A pool of writer threads then
+    writes the chunks side by side, straight from the buffer, and
+    ``fsync``-s them.
+    Batches are committed in order: only when all chunks of a batch are on
+    disk are their checksums recorded and the batch counted in the progress
+    record. Meanwhile the next batches are computed and written.
 
     Parameters
     ----------
@@ -133,77 +188,182 @@ class ZarrSink(ActivationSink):
         Windows already counted in its progress record. Batches before this
         point are repairs: their chunks and checksums are rewritten, the
         progress record is left alone.
+    writers : int, optional
+        Writer threads (default: 6 per CPU core, at most 16). Disks that
+        serve many requests at once (NVMe, network file systems) are
+        fastest with several.
+    buffers : int, optional
+        Host buffers of one batch each: while one is written the next batch
+        is gathered into another. Default: 3 (the disk stays busy across the
+        end of a batch), or 2 when a batch takes more than 1 GiB.
+    bypass_cache : bool, default=True
+        Write chunks whose size is a multiple of 4 KiB with ``O_DIRECT``,
+        bypassing the page cache, where the file system allows it (others
+        are written through the cache).
+    journal : int, optional
+        Rank of this process when several record the store together: its
+        batches are then recorded in its own journal
+        (``progress.rank<N>.jsonl``) instead of the shared checksums and
+        progress record, and merged by
+        :func:`~llmbrain.recording.store.merge_journals`.
     """
 
-    def __init__(self, path, windows_written: int = 0):
+    def __init__(self, path, windows_written: int = 0, *, writers: int | None = None,
+                 buffers: int | None = None, bypass_cache: bool = True,
+                 journal: int | None = None):
         self.path = Path(path)
+        self.bypass_cache = bool(bypass_cache)
         self.windows_written = int(windows_written)
+        self.writers = int(writers or min(16, 6 * (os.cpu_count() or 1)))
+        self.buffers = buffers
+        self.journal = journal
+        if self.writers < 1 or (buffers is not None and int(buffers) < 1):
+            raise ValueError(f"writers and buffers must be at least 1, got {writers}, {buffers}.")
 
     def start(self, layout: RecordingLayout) -> None:
         super().start(layout)
-        self.array = zarr.open_group(self.path, mode="r+")["activations"]
-        self.on_cuda = layout.device.type == "cuda"
-        shape = (len(layout.hooks), len(layout.layers), layout.batch_windows * layout.window,
-                 len(layout.neurons))
+        self.chunks = ChunkLayout(self.path)
+        shape = (len(layout.hooks), len(layout.layers), layout.batch_windows *
+                 layout.tokens_per_window, len(layout.neurons))
+        if (self.chunks.per_row != shape[0] * shape[1] or self.chunks.tokens_per_chunk != shape[2]
+                or self.chunks.n_neurons != shape[3]):
+            raise ValueError(f"The store {self.path} does not have the layout of this recording.")
+        self.gpus = sorted({d for d in layout.devices if d.type == "cuda"}, key=str)
         self.free: queue.Queue = queue.Queue()
-        for _ in range(2):  # double buffering: one is copied into while the other is written
-            self.free.put(torch.empty(shape, dtype=getattr(torch, layout.dtype),
-                                      pin_memory=self.on_cuda))
-        self.jobs: queue.Queue = queue.Queue(maxsize=1)
+        row_bytes = int(np.prod(shape)) * np.dtype(layout.dtype).itemsize
+        for _ in range(int(self.buffers or (3 if row_bytes <= 1 << 30 else 2))):
+            self.free.put(host_buffer(shape, layout.dtype, pin=bool(self.gpus)))
+        self.given = None  # the host buffer handed out by buffer(), filled by the recorder
+        self.direct = self.bypass_cache
+        self.pool = ThreadPoolExecutor(self.writers, thread_name_prefix="llmbrain-writer")
+        self.pending: queue.Queue = queue.Queue()
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._work, daemon=True)
-        self.thread.start()
+        self.committer = threading.Thread(target=self._commit_batches, daemon=True)
+        self.committer.start()
 
-    def write(self, block: torch.Tensor, first_window: int) -> None:
+    def buffer(self, device: torch.device, shape: tuple) -> torch.Tensor | None:
+        """On the CPU, the recorder gathers each batch straight into a free host
+        buffer (no copy)."""
+        if self.gpus or self.error is not None or self.given is not None:
+            return None
+        host = self.free.get()
+        if tuple(host.shape) != tuple(shape) or device != host.device:
+            self.free.put(host)
+            return None
+        self.given = host
+        return host
+
+    def write(self, blocks: tuple, first_window: int) -> None:
         if self.error is not None:
             raise self.error
-        n = block.shape[2]
-        host = self.free.get()
-        host[:, :, :n].copy_(block, non_blocking=self.on_cuda)
-        if self.on_cuda:
-            torch.cuda.current_stream().synchronize()
-        self.jobs.put((host, first_window, n))
+        n = blocks[0].shape[1]
+        host, self.given = self.given, None
+        if host is None:
+            host = self.free.get()
+            for i, block in enumerate(blocks):
+                host[:, i, :n].copy_(block, non_blocking=block.is_cuda)
+            for gpu in self.gpus:
+                torch.cuda.synchronize(gpu)
+        self._submit(host, first_window, n)
 
-    def _work(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            host, first_window, n = job
-            try:
-                if self.error is None:
-                    self._write_batch(host.numpy(), first_window, n)
-            except BaseException as err:  # re-raised in the recording thread
-                self.error = err
+    def _submit(self, host: torch.Tensor, first_window: int, n: int) -> None:
+        chunks = self.chunks
+        row = first_window // self.layout.batch_windows
+        slabs = host.numpy().reshape(-1, *host.shape[2:])  # (hook · layer, token, neuron)
+        shard = None
+        try:
+            if chunks.sharded:
+                file = chunks.file(row)
+                file.parent.mkdir(parents=True, exist_ok=True)
+                wanted = self.direct and n == slabs.shape[1] and aligned(slabs[0])
+                shard, direct = open_for_writing(file, direct=wanted)
+                self.direct = self.direct and direct == wanted  # refused: use the cache
+            futures = [self.pool.submit(self._write_chunk, row, j, slabs[j, :n], shard)
+                       for j in range(chunks.per_row)]
+        except BaseException:
+            if shard is not None:
+                os.close(shard)
             self.free.put(host)
+            raise
+        self.pending.put((futures, host, first_window, n, shard))
 
-    def _write_batch(self, values: np.ndarray, first_window: int, n: int) -> None:
-        layout, array = self.layout, self.array
-        start = first_window * layout.window
-        single = len(layout.hooks) == 1
-        for h in range(values.shape[0]):
-            for layer in range(values.shape[1]):
-                if single:
-                    array[start:start + n, layer, :] = values[h, layer, :n]
-                else:
-                    array[start:start + n, h, layer, :] = values[h, layer, :n]
-        row = start // array.chunks[0]
-        write_checksums(self.path, row, chunk_checksums(values[:, :, :n], n, array.chunks[0]))
-        end = first_window + n // layout.window
+    def _write_chunk(self, row: int, j: int, values: np.ndarray, shard: int | None) -> int:
+        """Write chunk ``j`` of ``row`` (a shard's part, or its own file); its CRC-32C."""
+        chunks = self.chunks
+        parts = [values]
+        if len(values) < chunks.tokens_per_chunk:  # the array's end: padded, as Zarr does
+            parts.append(chunks.pad(len(values)))
+        crc = None
+        for part in parts:
+            crc = crc32c(part, crc)
+        if shard is not None:
+            write_all(shard, parts, chunks.offset(j))
+            return crc
+        file = chunks.file(row, j)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, direct = open_for_writing(file, direct=self.direct and len(parts) == 1
+                                      and aligned(values))
+        if self.direct and not direct and len(parts) == 1 and aligned(values):
+            self.direct = False  # the file system refuses: write through the cache from now on
+        try:
+            write_all(fd, parts)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_folder(file.parent)  # its name: chunks of a row lie in different folders
+        return crc
+
+    def _commit_batches(self) -> None:
+        """Count each batch, in order, once all its chunks are on disk."""
+        while (item := self.pending.get()) is not None:
+            futures, host, first_window, n, shard = item
+            wait(futures)  # the buffer is reused only when no writer reads it
+            try:
+                sums = [future.result() for future in futures]
+                if self.error is None:
+                    self._commit(first_window, n, sums, shard)
+            except BaseException as err:  # re-raised in the recording thread
+                if self.error is None:
+                    self.error = err
+            finally:
+                if shard is not None:
+                    os.close(shard)
+                self.free.put(host)
+
+    def _commit(self, first_window: int, n: int, sums: list, shard: int | None) -> None:
+        chunks, layout = self.chunks, self.layout
+        row = first_window // layout.batch_windows
+        if shard is not None:  # the index, through the cache: its size is not aligned
+            fd = os.open(chunks.file(row), os.O_WRONLY)
+            try:
+                write_all(fd, [chunks.shard_index()], chunks.per_row * chunks.chunk_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for folder in chunks.folders(row, files=chunks.sharded):
+            fsync_folder(folder)
+        n_windows = n // layout.tokens_per_window
+        if self.journal is not None:
+            append_journal(self.path, self.journal, first_window, n_windows, sums)
+            return
+        write_checksums(self.path, row, sums)
+        end = first_window + n_windows
         if end > self.windows_written:  # not a repair: count it
             self.windows_written = end
-            write_progress(self.path, end, chunk_bytes=self._chunk_bytes())
-
-    def _chunk_bytes(self) -> int:
-        return int(np.prod(self.array.chunks)) * self.array.dtype.itemsize
+            write_progress(self.path, end, chunk_bytes=chunks.chunk_bytes)
 
     def _close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join()
+        self.pending.put(None)
+        self.committer.join()
+        self.pool.shutdown(wait=True)
 
     def finish(self) -> None:
         self._close()
         if self.error is not None:
             raise self.error
-        write_progress(self.path, self.layout.n_windows, complete=True,
-                       chunk_bytes=self._chunk_bytes())
+        if self.journal is None:
+            write_progress(self.path, self.layout.n_windows, complete=True,
+                           chunk_bytes=self.chunks.chunk_bytes)
 
     def abort(self) -> None:
         """Write the batches already handed over, then stop."""

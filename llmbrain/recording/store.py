@@ -26,12 +26,24 @@ e.g. ``hook=("up", "act")``) add a ``hook`` dimension::
 and the attribute ``hooks`` (list) instead of ``hook``;
 ``open_activations(path, hook="act")`` returns the 3-D layout of one hook.
 
+A store recorded with ``sharded=True`` keeps each row of chunks (all hooks
+and layers of one batch) in one file, a Zarr v3 shard; Zarr and xarray read it
+the same way. With ``token_stride=k`` only the last token of every group of
+``k`` in a window is kept (``position`` tells which) and the attribute
+``token_stride`` records ``k``; a neuron subset is in the ``neuron``
+coordinate.
+
 The group attributes record the model (name and fingerprint), hook point(s),
 dtype, window length, corpus fingerprint, token count and whether the store
-is complete. Chunks are written whole; a chunk's checksum is recorded after
-the chunk, and ``progress.json`` is replaced atomically after the chunks it
-counts, so a store interrupted at any moment resumes from its last counted
-batch and loses nothing. A chunk that goes missing or is cut short later is
+is complete. Chunks are written whole and ``fsync``-ed; a chunk's checksum is
+recorded after the chunk is on disk, and ``progress.json`` is replaced
+atomically after the chunks it counts, so a store interrupted at any moment
+resumes from its last counted batch and loses nothing. Processes recording
+one store together (:func:`llmbrain.record` under ``torchrun``) each append
+the batches they have written to their own journal,
+``progress.rank<N>.jsonl``; the journals are merged into the checksums and
+the progress record when the recording ends, or when it is run again after an
+interruption. A chunk that goes missing or is cut short later is
 found when the store is opened (sizes are always checked, checksums with
 ``verify=True``) and re-recorded by running the same recording again. The
 fill value is NaN, so a chunk never written can never read as zeros.
@@ -46,22 +58,25 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
 
 from .._atomic import atomic_write
 from .._outputs import output_kind
+from ._chunks import ChunkLayout, crc32c
 
 __all__ = ["FORMAT_VERSION", "DamagedStoreError", "IncompleteStoreError", "open_activations"]
 
 FORMAT_VERSION = 1
 _PROGRESS = "progress.json"
 _CHECKSUMS = "checksums.crc32c"
+_JOURNAL = "progress.rank{}.jsonl"
 #: Attributes that must agree for a recording to be resumed.
 IDENTITY_KEYS = ("model_fingerprint", "hook", "hooks", "dtype", "window_length",
-                 "corpus_fingerprint", "layers", "neurons_selected", "n_tokens")
+                 "corpus_fingerprint", "layers", "neurons_selected", "n_tokens", "token_stride")
+#: Values of identity attributes that stores of earlier versions do not have.
+IDENTITY_DEFAULTS = {"token_stride": 1}
 _RESUME = ("Run the same `llmbrain record` command (or llmbrain.record call) again: it "
            "re-records what is missing and keeps the rest.")
 
@@ -133,10 +148,11 @@ def layout_coords(*, n_tokens: int, hooks, layers, neurons, per_token: dict) -> 
 
 
 def create_store(path: Path, *, hooks, tokens_per_chunk: int, dtype: str, coords: dict,
-                 attrs: dict) -> None:
+                 attrs: dict, sharded: bool = False) -> None:
     """Create an empty store at ``path`` (atomically: it appears whole).
 
-    ``coords`` comes from :func:`layout_coords`.
+    ``coords`` comes from :func:`layout_coords`; with ``sharded``, each row of
+    chunks (all hooks and layers of ``tokens_per_chunk`` tokens) is one file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,8 +162,10 @@ def create_store(path: Path, *, hooks, tokens_per_chunk: int, dtype: str, coords
         dims = activation_dims(hooks)
         shape = tuple(len(coords[dim][1]) for dim in dims)
         chunks = (tokens_per_chunk,) + (1,) * (len(dims) - 2) + (shape[-1],)
+        shards = (tokens_per_chunk,) + shape[1:] if sharded else None
         data = group.create_array("activations", shape=shape, dtype=dtype, chunks=chunks,
-                                  compressors=None, fill_value=np.nan, dimension_names=dims)
+                                  shards=shards, compressors=None, fill_value=np.nan,
+                                  dimension_names=dims)
         data.attrs["coordinates"] = "document position token_id token_text"
         for name, (dim, values) in coords.items():
             _coord(group, name, values, dim)
@@ -173,34 +191,75 @@ def store_attrs(path: Path) -> dict:
     return dict(zarr.open_group(path, mode="r").attrs)
 
 
+def tokens_per_window(attrs: dict) -> int:
+    """Tokens a store keeps of each window (fewer than the window with a token stride)."""
+    return int(attrs["window_length"]) // int(attrs.get("token_stride", 1))
+
+
 # -- checksums and verification -----------------------------------------------------
-def chunk_checksums(values: np.ndarray, n_tokens: int, tokens_per_chunk: int) -> np.ndarray:
-    """CRC-32C of the chunks one batch writes.
-
-    ``values`` has shape ``(..., tokens, neurons)`` (one chunk per leading
-    index); a chunk shorter than ``tokens_per_chunk`` is padded with the fill
-    value, as Zarr writes it.
-    """
-    flat = values.reshape(-1, *values.shape[-2:])
-    pad = b""
-    if n_tokens < tokens_per_chunk:
-        pad = np.full((tokens_per_chunk - n_tokens, flat.shape[-1]), np.nan,
-                      dtype=values.dtype).tobytes()
-    sums = np.empty(len(flat), dtype="<u4")
-    for i, chunk in enumerate(flat):
-        crc = google_crc32c.value(chunk[:n_tokens].tobytes())
-        sums[i] = google_crc32c.extend(crc, pad) if pad else crc
-    return sums
-
-
-def write_checksums(path: Path, chunk_row: int, sums: np.ndarray) -> None:
-    """Record the checksums of the chunks of token-chunk ``chunk_row``."""
+def write_checksums(path: Path, chunk_row: int, sums) -> None:
+    """Record (durably) the checksums of the chunks of token-chunk ``chunk_row``."""
+    sums = np.asarray(sums, dtype="<u4")
     fd = os.open(Path(path) / _CHECKSUMS, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
-        os.lseek(fd, chunk_row * sums.nbytes, os.SEEK_SET)
-        os.write(fd, sums.astype("<u4").tobytes())
+        os.pwrite(fd, sums.tobytes(), chunk_row * sums.nbytes)
+        os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def append_journal(path: Path, rank: int, first_window: int, n_windows: int, sums) -> None:
+    """Record (durably) in process ``rank``'s journal that the batch of windows
+    ``first_window .. first_window + n_windows - 1`` is on disk, with its checksums."""
+    line = json.dumps({"first_window": int(first_window), "n_windows": int(n_windows),
+                       "checksums": [int(v) for v in sums]}) + "\n"
+    fd = os.open(Path(path) / _JOURNAL.format(int(rank)),
+                 os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def merge_journals(path: Path) -> bool:
+    """Fold the journals of processes that recorded the store together into its
+    checksums and progress record, then remove them.
+
+    The progress record then counts every window up to the first batch no
+    journal holds. A line cut short by a crash is ignored (its batch is
+    recorded again). Returns whether there was anything to merge.
+    """
+    path = Path(path)
+    journals = sorted(path.glob(_JOURNAL.format("*")))
+    if not journals:
+        return False
+    attrs = store_attrs(path)
+    batch = int(attrs["batch_windows"])
+    per_row = ChunkLayout(path).per_row
+    written: dict[int, int] = {}
+    for journal in journals:
+        for line in journal.read_bytes().splitlines():
+            try:
+                entry = json.loads(line)
+                first, n, sums = entry["first_window"], entry["n_windows"], entry["checksums"]
+            except (ValueError, KeyError, TypeError):
+                continue  # cut short by a crash
+            if len(sums) == per_row:
+                write_checksums(path, int(first) // batch, sums)
+                written[int(first)] = int(n)
+    try:
+        done = int(read_progress(path)["windows_written"])
+    except DamagedStoreError:
+        done = None  # rebuilt from the checksums by the next recording
+    if done is not None:
+        while done in written:
+            done += written[done]
+        n_windows = int(attrs["n_tokens"]) // tokens_per_window(attrs)
+        write_progress(path, done, complete=done >= n_windows)
+    for journal in journals:
+        journal.unlink()
+    return True
 
 
 def find_damage(path: Path, n_chunk_rows: int, *, checksums: bool = False) -> dict:
@@ -213,32 +272,41 @@ def find_damage(path: Path, n_chunk_rows: int, *, checksums: bool = False) -> di
         ``{token_chunk: [(chunk index, reason), ...]}``.
     """
     path = Path(path)
-    array = zarr.open_array(path / "activations", mode="r")
-    size = _chunk_bytes(array)
-    others = list(np.ndindex(*array.cdata_shape[1:]))
+    layout = ChunkLayout(path)
     recorded = None  # stores of earlier versions have no checksums: sizes only
     if checksums and (path / _CHECKSUMS).is_file():
         raw = np.frombuffer((path / _CHECKSUMS).read_bytes(), dtype="<u4")
-        recorded = raw[:len(raw) - len(raw) % len(others)].reshape(-1, len(others))
+        recorded = raw[:len(raw) - len(raw) % layout.per_row].reshape(-1, layout.per_row)
     damage: dict = {}
     for row in range(n_chunk_rows):
-        for j, rest in enumerate(others):
-            index = (row, *rest)
-            file = path / "activations" / array.metadata.encode_chunk_key(index)
-            try:
-                actual = file.stat().st_size
-            except FileNotFoundError:
-                reason = "missing"
-            else:
-                reason = None if actual == size else f"{actual} of {size} bytes"
-            if reason is None and recorded is not None:
-                if row >= len(recorded):
-                    reason = "no checksum recorded"
-                elif google_crc32c.value(file.read_bytes()) != int(recorded[row, j]):
-                    reason = "checksum differs"
-            if reason:
-                damage.setdefault(row, []).append((index, reason))
+        for file, members in layout.files(row):
+            reasons = dict.fromkeys(members, _file_damage(file, layout.file_bytes))
+            if not any(reasons.values()) and recorded is not None:
+                reasons = _checksum_damage(file, members, layout, recorded, row)
+            for j, reason in reasons.items():
+                if reason:
+                    damage.setdefault(row, []).append((layout.chunk_index(row, j), reason))
     return damage
+
+
+def _file_damage(file: Path, size: int) -> str | None:
+    try:
+        actual = file.stat().st_size
+    except FileNotFoundError:
+        return "missing"
+    return None if actual == size else f"{actual} of {size} bytes"
+
+
+def _checksum_damage(file: Path, members, layout: ChunkLayout, recorded, row) -> dict:
+    if row >= len(recorded):
+        return dict.fromkeys(members, "no checksum recorded")
+    data = np.frombuffer(file.read_bytes(), dtype=np.uint8)  # read-only: no copy
+    end = layout.per_row * layout.chunk_bytes
+    if layout.sharded and data[end:].tobytes() != layout.shard_index():
+        return dict.fromkeys(members, "shard index differs")
+    start = layout.offset
+    return {j: None if crc32c(data[start(j):start(j) + layout.chunk_bytes])
+            == int(recorded[row, j]) else "checksum differs" for j in members}
 
 
 def describe_damage(path: Path, damage: dict) -> str:
@@ -252,7 +320,7 @@ def describe_damage(path: Path, damage: dict) -> str:
 
 # -- opening ------------------------------------------------------------------------
 def open_activations(path, *, allow_incomplete: bool = False, hook: str | None = None,
-                     verify: bool = False) -> xr.Dataset:
+                     verify: bool = False, chunks=None) -> xr.Dataset:
     """Open a recorded activation store lazily.
 
     Also available as ``xr.open_dataset(path, engine="llmbrain")`` with the
@@ -271,6 +339,13 @@ def open_activations(path, *, allow_incomplete: bool = False, hook: str | None =
     verify : bool, default=False
         Also compare every chunk with its recorded checksum (reads the whole
         store). The sizes of the chunks are always checked.
+    chunks : dict, int, "auto" or {}, optional
+        Back the variables with dask arrays of these chunks (as
+        :func:`xarray.open_zarr` takes them; ``{}`` uses the store's own
+        chunks, one layer of one batch each), so that computations run chunk
+        by chunk, in parallel, on a dask scheduler or cluster, and never need
+        the whole store in memory. Needs ``pip install llmbrain[dask]``. By
+        default values are read with plain lazy indexing.
 
     Returns
     -------
@@ -292,13 +367,14 @@ def open_activations(path, *, allow_incomplete: bool = False, hook: str | None =
         altered, or the progress record is unreadable: the same recording
         run again repairs it.
     """
-    ds, damage = open_store(path, allow_incomplete=allow_incomplete, verify=verify)
+    ds, damage = open_store(path, allow_incomplete=allow_incomplete, verify=verify,
+                            chunks=chunks)
     if damage:
         raise DamagedStoreError(describe_damage(path, damage))
     return select_hook(ds, hook, path)
 
 
-def open_store(path, *, allow_incomplete: bool = False, verify: bool = False):
+def open_store(path, *, allow_incomplete: bool = False, verify: bool = False, chunks=None):
     """:func:`open_activations` without the damage check: ``(dataset, damage)``,
     ``damage`` as :func:`find_damage` gives it."""
     path = Path(path).expanduser()
@@ -306,12 +382,18 @@ def open_store(path, *, allow_incomplete: bool = False, verify: bool = False):
         raise FileNotFoundError(f"No activation store at {path}.")
     if output_kind(path) != "activations":
         raise FileNotFoundError(f"{path} is no llmbrain activation store.")
+    if chunks is not None:
+        try:
+            import dask.array  # noqa: F401
+        except ImportError:
+            raise ImportError("Opening a store with dask chunks needs dask: pip install "
+                              "'llmbrain[dask]' (or pip install 'dask[array]').") from None
     progress = read_progress(path)
     with warnings.catch_warnings():  # progress.json and the checksums are ours, not Zarr nodes
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
-        ds = xr.open_zarr(path, consolidated=False, chunks=None)
-    window = int(ds.attrs["window_length"])
-    n_written = min(int(progress["windows_written"]) * window, ds.sizes["token"])
+        ds = xr.open_zarr(path, consolidated=False, chunks=chunks)
+    n_written = min(int(progress["windows_written"]) * tokens_per_window(ds.attrs),
+                    ds.sizes["token"])
     if not progress["complete"]:
         if not allow_incomplete:
             raise IncompleteStoreError(

@@ -1,0 +1,357 @@
+"""Benchmark at scale: a Llama model of 7B shapes and SmolLM2, bare forward against
+recording to a store (and online networks), with the disk's bandwidth and peak memory.
+
+For each model the same token windows are run (a) through the model's base
+(no language-model head, no hooks: the bare forward), (b) through
+``llmbrain.record`` into a fresh store on disk, and (c) through the online
+networks estimator (a column kept for it: :func:`online_networks` returns
+None until it exists). Tokens/s are the best of ``--repeats`` runs, with the
+ratio to the bare forward (best runs, and the median over the repeats of the
+ratio of a bare run to the record run right after it). Peak GPU memory (``torch.cuda.max_memory_allocated``)
+and peak host memory (the process's resident high-water mark, reset before
+each measurement) are kept per measurement.
+
+The disk: a sequential write of ``--store-gb`` GB (64 MB blocks then
+``fsync``, through the page cache and bypassing it) against the store's own
+writing of as many bytes, synthetic blocks of the model's layout fed to a
+``ZarrSink`` (see ``bench_recording.py``); the ratio of the best runs.
+
+The 7B-shaped model (hidden 4096, MLP 11008, 32 layers, 32 heads, vocabulary
+32,000) is built from its config on the meta device and materialised on
+``--device`` with random weights (normal, std 0.02), in bfloat16 by default
+on a GPU. ``--small`` divides its widths by ``--scale`` (and keeps 8 layers)
+for a CPU. Results go to ``benchmarks/results/scale/`` as a CSV and a text
+summary that starts with the command.
+
+Usage::
+
+    nice -n 10 python benchmarks/bench_scale.py --small              # CPU figures
+    python benchmarks/bench_scale.py --device cuda --tmp /big/disk    # one GPU
+
+A store of the full 7B shape takes 704 KB per token (23 GB for the default
+32,768 tokens): give ``--tmp`` a disk with room for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_recording import disk_and_store  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scale"
+LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
+                max_position_embeddings=4096)
+
+
+# -- the online networks column ---------------------------------------------------------
+def online_networks(model, tokenizer, windows, *, batch_size: int) -> dict | None:
+    """Fit functional networks online over ``windows`` (one pass, nothing on disk).
+
+    The column of the online estimator: return ``{"tokens_per_s": ...,
+    "network_run_s": ...}`` (tokens/s of the whole pass, forward included, and
+    seconds of one decomposition run), or None while there is no online
+    estimator to measure.
+    """
+    return None
+
+
+# -- models ------------------------------------------------------------------------------
+def llama_7b_shaped(device: torch.device, dtype: torch.dtype, *, scale: int = 1,
+                    n_layers: int | None = None):
+    """A Llama model of 7B shapes (widths divided by ``scale``) with random
+    weights, built on the meta device and materialised on ``device``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = dict(LLAMA_7B)
+    if scale > 1:
+        shape.update(hidden_size=4096 // scale, intermediate_size=11008 // scale,
+                     num_attention_heads=max(1, 32 // scale),
+                     num_key_value_heads=max(1, 32 // scale))
+    if n_layers:
+        shape["num_hidden_layers"] = n_layers
+    config = LlamaConfig(**shape, dtype=dtype)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config).to(dtype)
+    model = model.to_empty(device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02, generator=generator)
+    rotary = model.model.rotary_emb  # its buffers were never computed on the meta device
+    model.model.rotary_emb = type(rotary)(config=config).to(device)
+    model.config.name_or_path = (f"llama-7b-shaped/{scale}" if scale > 1 else "llama-7b-shaped")
+    return model.eval()
+
+
+def numbered_tokenizer(vocab_size: int):
+    """A tokenizer whose token ``i`` reads ``<i>`` (for decoding random ids)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"<{i}>": i for i in range(vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<0>"))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<0>",
+                                   pad_token="<0>", eos_token="<1>")
+
+
+def random_windows(n_tokens: int, window: int, vocab_size: int):
+    from llmbrain.corpus import TokenWindows
+
+    n = max(1, n_tokens // window)
+    ids = np.random.default_rng(0).integers(2, vocab_size, size=(n, window), dtype=np.int32)
+    return TokenWindows(ids, np.arange(n, dtype=np.int32), np.zeros(n, dtype=np.int64),
+                        f"random-{vocab_size}-{n}x{window}")
+
+
+def text_windows(tokenizer, n_tokens: int, window: int):
+    from llmbrain.corpus import load_corpus, tokenize_windows
+
+    documents = load_corpus("default")
+    windows = tokenize_windows(documents, tokenizer, window, max_tokens=n_tokens)
+    if windows.n_tokens < n_tokens:  # the built-in corpus is ~110k tokens: repeat it
+        docs = documents * -(-n_tokens // windows.n_tokens)
+        windows = tokenize_windows(docs, tokenizer, window, max_tokens=n_tokens)
+    return windows
+
+
+# -- measurements --------------------------------------------------------------------------
+def _reset_peaks(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    try:  # Linux: reset the resident high-water mark (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peaks(device: torch.device) -> dict:
+    gpu = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    rss = None
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                rss = int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    return {"gpu": gpu, "rss": rss}
+
+
+def bare_forward(model, windows, batch_size: int, device: torch.device) -> float:
+    """Seconds of running ``windows`` through the model's base (no head, no hooks)."""
+    base = model.base_model
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for begin in range(0, len(windows), batch_size):
+            batch = torch.as_tensor(windows.input_ids[begin:begin + batch_size],
+                                    dtype=torch.long, device=device)
+            base(input_ids=batch, use_cache=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure(name: str, model, tokenizer, windows, args, folder: Path) -> dict:
+    import llmbrain
+    from llmbrain.models import get_adapter
+
+    device = torch.device(args.device)
+    adapter = get_adapter(model)
+    n_layers, n_neurons = adapter.n_layers(model), adapter.neurons_per_layer(model)[0]
+    n = windows.n_tokens
+    bare_forward(model, _head(windows, args.batch_size), args.batch_size, device)  # warm-up
+    bare, rec, peaks = [], [], {}
+    for repeat in range(args.repeats):
+        _reset_peaks(device)
+        bare.append(bare_forward(model, windows, args.batch_size, device))
+        peaks["bare"] = _peaks(device)
+        store = folder / f"{name}-{repeat}.zarr"
+        _reset_peaks(device)
+        start = time.perf_counter()
+        ds = llmbrain.record(model, tokenizer, windows, store, window=args.window,
+                             batch_size=args.batch_size, progress=False)
+        rec.append(time.perf_counter() - start)
+        peaks["record"] = _peaks(device)
+        store_bytes = ds["activations"].nbytes
+        del ds
+        llmbrain_rmtree(store)
+    _reset_peaks(device)
+    online = online_networks(model, tokenizer, windows, batch_size=args.batch_size)
+    peaks["online"] = _peaks(device) if online else {"gpu": None, "rss": None}
+    disk = disk_and_store(folder, int(args.store_gb * 1e9), args.repeats, n_layers=n_layers,
+                          n_neurons=n_neurons, tokens_per_batch=args.batch_size * args.window,
+                          device=args.device)
+    bare_tps, rec_tps = n / min(bare), n / min(rec)
+    paired = float(np.median([b / r for b, r in zip(bare, rec)]))  # runs adjacent in time
+    online_tps = online["tokens_per_s"] if online else None
+    return {
+        "model": name, "layers": n_layers, "neurons_per_layer": n_neurons,
+        "hidden": model.config.hidden_size, "dtype": str(next(model.parameters()).dtype)[6:],
+        "device": str(device), "tokens": n, "window": args.window, "batch": args.batch_size,
+        "bare_tokens_per_s": bare_tps, "record_tokens_per_s": rec_tps,
+        "record_ratio": rec_tps / bare_tps, "record_ratio_paired": paired,
+        "online_tokens_per_s": online_tps,
+        "online_ratio": online_tps / bare_tps if online_tps else None,
+        "network_run_s": online.get("network_run_s") if online else None,
+        "store_gb": store_bytes / 1e9, "record_store_gb_per_s": store_bytes / min(rec) / 1e9,
+        "disk_gb_per_s": max(disk["disk"]) / 1e9,
+        "disk_direct_gb_per_s": max(disk["disk_direct"]) / 1e9,
+        "store_write_gb_per_s": max(disk["store"]) / 1e9, "store_disk_ratio": disk["ratio"],
+        "store_disk_paired_ratio": disk["paired_ratio"],
+        "peak_gpu_gb_bare": peaks["bare"]["gpu"], "peak_gpu_gb_record": peaks["record"]["gpu"],
+        "peak_gpu_gb_online": peaks["online"]["gpu"],
+        "peak_rss_gb_bare": peaks["bare"]["rss"], "peak_rss_gb_record": peaks["record"]["rss"],
+        "peak_rss_gb_online": peaks["online"]["rss"],
+        "runs_bare": [n / t for t in bare], "runs_record": [n / t for t in rec],
+        "runs_disk": disk["disk"], "runs_disk_direct": disk["disk_direct"],
+        "runs_store": disk["store"],
+    }
+
+
+def _head(windows, k: int):
+    from llmbrain.corpus import TokenWindows
+
+    return TokenWindows(windows.input_ids[:k], windows.document[:k], windows.start[:k],
+                        windows.fingerprint)
+
+
+def llmbrain_rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- output --------------------------------------------------------------------------------
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary(rows: list[dict], command: str, args) -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "none"
+    lines = [f"command: {command}",
+             f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
+             f"{torch.__version__} ({torch.get_num_threads()} threads), GPU: {gpu}; load "
+             f"average at the end {', '.join(f'{v:.1f}' for v in load)}"]
+    if args.device == "cpu":
+        lines.append("note: measured on a shared machine that other jobs keep busy (CPU and "
+                     "disk): throughputs vary from run to run by up to 2x; each figure is the "
+                     f"best of {args.repeats} runs, ratios are also given as the median of runs "
+                     "paired in time, and all runs are in the CSV.")
+    for row in rows:
+        lines += [
+            "",
+            f"{row['model']}: {row['layers']} layers x {row['neurons_per_layer']:,} MLP "
+            f"neurons (hidden {row['hidden']}), {row['dtype']} on {row['device']}; "
+            f"{row['tokens']:,} tokens in windows of {row['window']}, batch {row['batch']}",
+            f"  bare forward (no head, no hooks): {_fmt(row['bare_tokens_per_s'])} tokens/s",
+            f"  record to a store:                {_fmt(row['record_tokens_per_s'])} tokens/s "
+            f"({row['record_ratio']:.3f} x bare, best runs; {row['record_ratio_paired']:.3f} "
+            f"x, median of runs paired in time; {row['store_gb']:.2f} GB written at "
+            f"{row['record_store_gb_per_s']:.3f} GB/s)",
+            f"  online networks:                  {_fmt(row['online_tokens_per_s'])} tokens/s"
+            + (f" ({row['online_ratio']:.3f} x bare), {row['network_run_s']:.1f} s per run"
+               if row["online_tokens_per_s"] else " (no online estimator yet)"),
+            f"  disk, sequential write + fsync: {row['disk_gb_per_s']:.3f} GB/s; bypassing the "
+            f"page cache: {row['disk_direct_gb_per_s']:.3f} GB/s",
+            f"  store writing alone (synthetic blocks, {args.store_gb:g} GB): "
+            f"{row['store_write_gb_per_s']:.3f} GB/s = {row['store_disk_ratio']:.2f} x the "
+            f"disk's best (best runs; {row['store_disk_paired_ratio']:.2f} x, median of runs "
+            "paired in time)",
+            f"  peak GPU memory (GB): bare {_fmt(row['peak_gpu_gb_bare'], 2)}, record "
+            f"{_fmt(row['peak_gpu_gb_record'], 2)}, online {_fmt(row['peak_gpu_gb_online'], 2)}",
+            f"  peak host memory (GB): bare {_fmt(row['peak_rss_gb_bare'], 2)}, record "
+            f"{_fmt(row['peak_rss_gb_record'], 2)}, online {_fmt(row['peak_rss_gb_online'], 2)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--small", action="store_true",
+                        help="7B shapes divided by --scale, 8 layers, few tokens (for a CPU)")
+    parser.add_argument("--scale", type=int, default=8, help="width divisor with --small")
+    parser.add_argument("--models", default="7b,smollm2", help="7b, smollm2 or both")
+    parser.add_argument("--dtype", help="bfloat16 (default on a GPU) or float32 (on a CPU)")
+    parser.add_argument("--tokens", type=int, help="tokens per measurement")
+    parser.add_argument("--window", type=int, help="tokens per window")
+    parser.add_argument("--batch-size", type=int, help="windows per forward pass")
+    parser.add_argument("--store-gb", type=float, help="GB written to measure the disk")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tmp", help="folder of the stores (default: the system's temporary)")
+    parser.add_argument("--out", default=str(RESULTS), help="results folder")
+    args = parser.parse_args(argv)
+    small = args.small
+    defaults = (dict(tokens=4096, window=256, batch_size=8, store_gb=1.0) if small else
+                dict(tokens=32768, window=2048, batch_size=8, store_gb=20.0))
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    command = "python " + shlex.join([sys.argv[0]] + (sys.argv[1:] if argv is None else argv))
+    print(command, flush=True)
+    rows = []
+    folder = Path(tempfile.mkdtemp(dir=args.tmp, prefix="bench-scale-"))
+    try:
+        for name in args.models.split(","):
+            if name == "7b":
+                model = llama_7b_shaped(device, dtype, scale=args.scale if small else 1,
+                                        n_layers=8 if small else None)
+                tokenizer = numbered_tokenizer(model.config.vocab_size)
+                windows = random_windows(args.tokens, args.window, model.config.vocab_size)
+                label = f"llama-7b-shaped/{args.scale}" if small else "llama-7b-shaped"
+            elif name == "smollm2":
+                import llmbrain
+
+                model, tokenizer = llmbrain.load_model("default", dtype=dtype, device=device)
+                windows = text_windows(tokenizer, args.tokens, args.window)
+                label = "smollm2-135m"
+            else:
+                raise SystemExit(f"unknown model {name!r}: choose 7b or smollm2")
+            row = measure(label, model, tokenizer, windows, args, folder)
+            rows.append(row)
+            print(summary([row], command, args).split("\n", 3)[-1], flush=True)
+            del model
+    finally:
+        llmbrain_rmtree(folder)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"bench_scale-{device.type}" + ("-small" if small else "")
+    with open(out / f"{stem}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (";".join(f"{x:.4g}" for x in v) if isinstance(v, list) else
+                                 "" if v is None else f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+    text = summary(rows, command, args)
+    (out / f"{stem}.txt").write_text(text)
+    print(f"written: {out / (stem + '.csv')}, {out / (stem + '.txt')}")
+
+
+if __name__ == "__main__":
+    main()
