@@ -1,234 +1,300 @@
-"""Compare MLP-pruning criteria on one model: perplexity and zero-shot accuracy
-versus sparsity.
+"""Compare MLP-pruning criteria honestly: plan options chosen on validation text,
+perplexity and zero-shot accuracy measured on the test split.
 
-For every criterion (functional networks, contextual, magnitude, Wanda-SP,
-FLAP, random) and every sparsity, the dense model is copied, its MLP neurons
-are scored, the lowest-scoring ones are removed (FLAP also adds the removed
-neurons' mean output to the bias), and the pruned model is evaluated:
+Every criterion (the functional-network recipe, FLAP, Wanda-sp, contextual,
+magnitude, random) is run twice on the test data:
 
-* WikiText-2 test perplexity, non-overlapping 128-token windows (FLAP /
-  LLM-Pruner protocol);
-* zero-shot accuracy on BoolQ, PIQA, HellaSwag, WinoGrande, ARC-e, ARC-c and
-  OpenBookQA, scored as lm-evaluation-harness does (``--limit`` items each);
-* parameters and forward throughput.
+* with the plan options it was published with (``llmbrain.pruning.PUBLISHED``);
+* with the plan options that did best for it on *validation* text, chosen
+  from one grid that every criterion gets (allocation x protected layers x
+  bias compensation), so that no criterion wins by its plan alone.
 
-Calibration text (and the recording the networks are found on) comes from the
-calibration corpus (C4 train by default), never from the evaluation text.
+The number of networks per layer of the ``networks`` criterion is chosen on
+the same validation text. Nothing is chosen on the test split.
 
-Writes ``<out>/bench_pruning.csv`` (one row per model, the dense reference
-first), ``<out>/bench_pruning_tasks.csv`` (one row per model and task) and
-``<out>/bench_pruning.png``.
+Data (never the test split for any choice):
 
-Quick check on a CPU::
+* calibration: the first C4 training documents (statistics, networks, bias
+  compensation);
+* validation: the first ``--val-windows`` windows of WikiText-2 *validation*;
+* test: the first ``--test-windows`` windows of WikiText-2 *test* (128 tokens
+  each, FLAP / LLM-Pruner protocol), and zero-shot tasks scored as
+  lm-evaluation-harness does (``--limit`` items each) for the dense model and
+  each criterion's best options at the lowest sparsity;
+* random: ``--random-seeds`` seeds, reported as mean and spread.
 
-    python benchmarks/bench_pruning.py --limit 20 --sparsities 0.3 --max-eval-windows 20
+Writes to ``--out``: ``results.csv`` (llmbrain's results table: validation
+and test rows), ``selection.csv`` (the validation grid), ``pruning.md`` (the
+tables for people, with the command) and ``pruning-curve.png``.
 
-Full table on a GPU::
+Full run (about an hour on 2 CPU cores; minutes on a GPU)::
 
-    python benchmarks/bench_pruning.py --device cuda --out results/bench_pruning
+    python benchmarks/bench_pruning.py --out benchmarks/results/pruning
+    python benchmarks/bench_pruning.py --device cuda --out benchmarks/results/pruning-gpu
+
+Quick check::
+
+    python benchmarks/bench_pruning.py --sparsities 0.2 --val-windows 8 --test-windows 8 \\
+        --limit 20 --grid published --out /tmp/bench-pruning
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import itertools
 import shlex
 import sys
-import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-CRITERIA = ("networks", "networks+contextual", "contextual", "magnitude", "wanda-sp", "flap",
-            "random")
+CRITERIA = ("networks", "flap", "wanda-sp", "contextual", "magnitude", "random")
+PROTECTIONS = {"none": (0, 0), "first 3, last 2": (3, 2)}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="default", help="model for load_model")
+    parser.add_argument("--model", default="default", help="model for llmbrain.load_model")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--sparsities", default="0.1,0.2,0.3,0.5",
-                        help="comma-separated MLP sparsities")
-    parser.add_argument("--criteria", default=",".join(CRITERIA),
-                        help="comma-separated criteria")
-    parser.add_argument("--allocation", default="uniform",
-                        help="how removals spread over layers (llmbrain.pruning.make_plan)")
+    parser.add_argument("--sparsities", default="0.2,0.5", help="comma-separated sparsities")
+    parser.add_argument("--criteria", default=",".join(CRITERIA))
+    parser.add_argument("--grid", default="full", choices=("full", "published"),
+                        help="plan options tried on validation: the full grid, or only each "
+                             "criterion's published options")
     parser.add_argument("--calibration", default=str(DATA / "calibration" / "c4" /
-                                                     "c4_en_train_first1000.jsonl"),
-                        help="calibration corpus (not the evaluation text)")
+                                                     "c4_en_train_first1000.jsonl"))
     parser.add_argument("--calibration-tokens", type=int, default=16384)
-    parser.add_argument("--bias-compensation", default="flap", choices=("flap", "all", "none"),
-                        help="add removed neurons' mean output to the bias: for FLAP only "
-                             "(as published), for every criterion, or never")
-    parser.add_argument("--networks", help="saved networks (llmbrain.networks.save_networks "
-                                           "output); found on the calibration corpus if absent")
-    parser.add_argument("--network-tokens", type=int, default=8192,
-                        help="tokens per networks run (recorded from the calibration corpus)")
-    parser.add_argument("--network-runs", type=int, default=2,
-                        help="runs on disjoint token samples whose key neurons are united")
-    parser.add_argument("--n-components", type=int, default=20)
-    parser.add_argument("--threshold", type=float, default=3.6)
+    parser.add_argument("--network-components", default="scaled,64",
+                        help="networks per layer tried on validation (comma-separated; "
+                             "'scaled' follows llmbrain.networks.scaled_components)")
+    parser.add_argument("--network-runs", type=int, default=2)
+    parser.add_argument("--network-tokens", type=int, default=4096, help="tokens per run")
+    parser.add_argument("--validation", default=str(DATA / "calibration" /
+                                                    "wikitext2_raw_valid_doclevel"),
+                        help="WikiText-2 validation (a Hugging Face dataset folder or a text "
+                             "file)")
+    parser.add_argument("--val-windows", type=int, default=64)
     parser.add_argument("--wikitext", default=str(DATA / "wikitext2_raw" /
                                                   "test.hf_rows_newline_joined.txt"))
-    parser.add_argument("--window", type=int, default=128, help="perplexity window")
-    parser.add_argument("--max-eval-windows", type=int, help="first N perplexity windows")
+    parser.add_argument("--test-windows", type=int, default=320)
     parser.add_argument("--zeroshot-root", default=str(DATA))
-    parser.add_argument("--tasks", default="boolq,piqa,hellaswag,winogrande,arc_easy,"
-                                           "arc_challenge,openbookqa")
-    parser.add_argument("--limit", type=int, help="first N items of each task")
+    parser.add_argument("--tasks", default="arc_easy,piqa")
+    parser.add_argument("--limit", type=int, default=1000, help="items of each task")
+    parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--speed-batch", type=int, default=8, help="throughput batch size")
-    parser.add_argument("--speed-seq-len", type=int, default=256, help="throughput sequence")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="bench_results/pruning", help="output folder")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--out", default="bench_results/pruning")
     return parser.parse_args(argv)
 
 
-def find_networks(model, tokenizer, args):
-    """Key neurons (union over runs) and max |z| (max over runs) of the
-    functional networks found on the calibration corpus."""
-    import xarray as xr
-
-    from llmbrain import record
-    from llmbrain.networks import FunctionalNetworks, load_networks
-
-    if args.networks:
-        saved = load_networks(args.networks)
-        if hasattr(saved, "key_neurons_"):  # a fitted FunctionalNetworks
-            return xr.Dataset({"key_neurons": saved.key_neurons_,
-                               "max_abs_z": abs(saved.maps_z_).max("component")})
-        if isinstance(saved, xr.Dataset) and "key_neurons_union" in saved:
-            return xr.Dataset({"key_neurons": saved["key_neurons_union"]})
-        if hasattr(saved, "result_"):  # a fitted recurrence analysis
-            return xr.Dataset({"key_neurons": saved.result_["key_neurons_union"]})
-        return saved
-    key, max_abs_z = None, None
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "calibration.zarr"
-        ds = record(model, tokenizer, args.calibration, store, window=256,
-                    batch_size=args.batch_size // 2 or 1,
-                    max_tokens=args.network_tokens * args.network_runs)
-        n = ds.sizes["token"] // args.network_runs
-        for run in range(args.network_runs):
-            estimator = FunctionalNetworks(n_components=args.n_components,
-                                           threshold=args.threshold, device=args.device,
-                                           random_state=args.seed + run, verbose=0)
-            estimator.fit(ds.isel(token=slice(run * n, (run + 1) * n)))
-            z = abs(estimator.maps_z_).max("component")
-            key = estimator.key_neurons_ if key is None else key | estimator.key_neurons_
-            max_abs_z = z if max_abs_z is None else np.maximum(max_abs_z, z)
-    return xr.Dataset({"key_neurons": key, "max_abs_z": max_abs_z})
+def validation_text(path: str) -> str:
+    """WikiText-2 validation as one string (pages joined by blank lines)."""
+    path = Path(path)
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    try:
+        import pyarrow as pa
+    except ImportError:
+        sys.exit("Reading the WikiText-2 validation dataset folder needs pyarrow "
+                 "(pip install pyarrow), or give --validation a text file.")
+    arrow = next(path.glob("*.arrow"))
+    table = pa.ipc.open_stream(str(arrow)).read_all()
+    column = "page" if "page" in table.column_names else "text"
+    return "\n\n".join(table.column(column).to_pylist())
 
 
-def evaluate(model, tokenizer, text, args):
-    from llmbrain.evaluation import (evaluate_zeroshot, measure_efficiency, perplexity,
-                                     summarize_zeroshot)
+def plan_grid(criterion: str, grid: str):
+    from llmbrain.pruning import PUBLISHED, PlanOptions
 
-    start = time.perf_counter()
-    ppl = perplexity(model, tokenizer, text, window=args.window, batch_size=args.batch_size,
-                     max_windows=args.max_eval_windows, device=args.device)
-    tasks = evaluate_zeroshot(model, tokenizer, args.zeroshot_root, args.tasks,
-                              limit=args.limit, batch_size=args.batch_size, device=args.device)
-    efficiency = measure_efficiency(model, tokenizer, batch_size=args.speed_batch,
-                                    seq_len=args.speed_seq_len, warmup=1, repeats=3,
-                                    device=args.device)
-    row = {"wikitext2_ppl": ppl, **summarize_zeroshot(tasks),
-           **{f"{task}_{metric}": tasks.loc[task, metric] for task in tasks.index
-              for metric in ("acc", "acc_norm")},
-           "n_params": efficiency["n_params"], "n_mlp_params": efficiency["n_mlp_params"],
-           "tokens_per_s": efficiency["tokens_per_s"],
-           "eval_seconds": time.perf_counter() - start}
-    return row, tasks
+    if grid == "published":
+        return [PUBLISHED[criterion]]
+    return [PlanOptions(allocation, first, last, bias)
+            for allocation, (first, last), bias in itertools.product(
+                ("uniform", "global", "adaptive"), PROTECTIONS.values(),
+                ("none", "progressive"))]
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
-    """Perplexity and mean accuracy against sparsity, one line per criterion."""
-    from llmbrain.plotting import plot_pruning_curves
-
-    curves = table.rename(columns={"wikitext2_ppl": "perplexity", "mean_acc": "avg_accuracy"})
-    fig = plot_pruning_curves(curves[["criterion", "sparsity", "perplexity", "avg_accuracy"]],
-                              output_file=path)
-    fig.suptitle(f"{table['model'].iloc[0]}: MLP pruning criteria")
-    fig.savefig(path, dpi=150)
+def prefix(text: str, windows: int, window: int = 128) -> str:
+    """A prefix of ``text`` long enough for its first ``windows`` windows (the
+    windows scored are the first ones, so they are the same)."""
+    return text[:windows * window * 12]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
-    print(command, flush=True)
-    from llmbrain.evaluation import load_wikitext2
-    from llmbrain.models import load_model
-    from llmbrain.pruning import collect_calibration_stats, make_plan, prune_model, score_neurons
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import llmbrain
+    from llmbrain.corpus import load_corpus, tokenize_windows
+    from llmbrain.evaluation import compare_pruning, evaluate_model, load_wikitext2
+    from llmbrain.evaluation.results import results_table, save_results, summarize_seeds
+    from llmbrain.networks import find_networks
+    from llmbrain.plotting import plot_pruning_curves
+    from llmbrain.pruning import PUBLISHED, PlanOptions, collect_calibration_stats
 
-    sparsities = [float(s) for s in args.sparsities.split(",") if s.strip()]
-    criteria = [c.strip() for c in args.criteria.split(",") if c.strip()]
-    unknown = sorted({c.partition("+")[0] for c in criteria} - set(CRITERIA))
-    if unknown:
-        raise SystemExit(f"Unknown criteria {unknown}; choose from {', '.join(CRITERIA)}.")
+    command = "python " + shlex.join(["benchmarks/bench_pruning.py", *sys.argv[1:]])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_model(args.model, dtype=getattr(torch, args.dtype),
-                                  device=args.device)
-    text = load_wikitext2(args.wikitext)
+    sparsities = [float(s) for s in args.sparsities.split(",")]
+    criteria = args.criteria.split(",")
+    start = time.perf_counter()
 
-    rows, task_rows = [], []
+    def log(message):
+        print(f"[{time.perf_counter() - start:7.0f} s] {message}", flush=True)
 
-    def save(row, tasks):
-        rows.append(row)
-        task_rows.append(tasks.reset_index().assign(criterion=row["criterion"],
-                                                    sparsity=row["sparsity"]))
-        pd.DataFrame(rows).to_csv(out / "bench_pruning.csv", index=False)
-        pd.concat(task_rows).to_csv(out / "bench_pruning_tasks.csv", index=False)
-        print(f"{row['criterion']:>10} sparsity {row['sparsity']:.2f}: ppl "
-              f"{row['wikitext2_ppl']:.2f}, mean acc {row['mean_acc']:.4f}, mean acc_norm "
-              f"{row['mean_acc_norm']:.4f}, params {row['n_params']:,}", flush=True)
+    model, tokenizer = llmbrain.load_model(args.model, device=args.device)
+    model.eval()
+    name = str(model.config.name_or_path) if args.model != "default" else "SmolLM2-135M-Instruct"
+    windows = tokenize_windows(load_corpus(args.calibration), tokenizer, 256,
+                               max_tokens=args.calibration_tokens)
+    stats = collect_calibration_stats(model, tokenizer, windows, window=256,
+                                      batch_size=args.batch_size, progress=False)
+    log(f"calibration statistics over {stats.attrs['n_tokens']:,} tokens")
 
-    base = {"model": str(args.model), "allocation": args.allocation, "limit": args.limit,
-            "max_eval_windows": args.max_eval_windows}
-    row, tasks = evaluate(model, tokenizer, text, args)
-    save({**base, "criterion": "dense", "sparsity": 0.0, "achieved_sparsity": 0.0,
-          "bias_compensation": False, "prune_seconds": 0.0, **row}, tasks)
+    val_name, test_name = "wikitext2-validation", "wikitext2-test"
+    evaluate = partial(evaluate_model, tokenizer=tokenizer, model_name=name, window=128,
+                       batch_size=args.batch_size, progress=False, calibration="c4")
+    validate = partial(evaluate, text=prefix(validation_text(args.validation), args.val_windows),
+                       dataset=val_name, max_windows=args.val_windows)
+    test = partial(evaluate, text=prefix(load_wikitext2(args.wikitext), args.test_windows),
+                   dataset=test_name, max_windows=args.test_windows)
+    tables = [validate(model), test(model)]
 
-    stats = collect_calibration_stats(model, tokenizer, args.calibration,
-                                      max_tokens=args.calibration_tokens,
-                                      batch_size=max(1, args.batch_size // 2))
-    networks = (find_networks(model, tokenizer, args)
-                if any(c.startswith("networks") for c in criteria) else None)
+    # networks per layer: fit once per choice, chosen on validation with the published plan
+    networks, chosen_k = None, None
+    if "networks" in criteria:
+        fitted, scores = {}, {}
+        for k in args.network_components.split(","):
+            k_value = k if k == "scaled" else int(k)
+            fitted[k] = find_networks(model, tokenizer, windows, n_components=k_value,
+                                      n_runs=args.network_runs,
+                                      tokens_per_run=args.network_tokens, window=256,
+                                      batch_size=args.batch_size, random_state=0, verbose=0)
+            table, _, _ = compare_pruning(model, ["networks"], sparsities, validate,
+                                          calibration=stats, calibration_windows=windows,
+                                          networks=fitted[k], progress=False)
+            scores[k] = table.loc[table["metric"] == "perplexity", "value"].mean()
+            log(f"networks with n_components={k}: mean validation perplexity {scores[k]:.2f}")
+        chosen_k = min(scores, key=scores.get)
+        networks = fitted[chosen_k]
+        log(f"chosen n_components={chosen_k}")
+
+    # plan options per criterion and sparsity, chosen on validation
+    grid_rows, val_tables = [], []
     for criterion in criteria:
-        start = time.perf_counter()
-        name, _, fill = criterion.partition("+")  # "networks+contextual": fill by contextual
-        scores = score_neurons(model, name, calibration=stats, networks=networks,
-                               threshold=args.threshold, seed=args.seed, fill=fill or None)
-        score_seconds = time.perf_counter() - start
+        seeds = {criterion: [0]}
+        for options in plan_grid(criterion, args.grid):
+            table, _, _ = compare_pruning(model, [criterion], sparsities, validate, options=options,
+                                          seeds=seeds, calibration=stats,
+                                          calibration_windows=windows, networks=networks,
+                                          progress=False)
+            val_tables.append(table)
+            for _, row in table[table["metric"] == "perplexity"].iterrows():
+                grid_rows.append({"criterion": criterion, "sparsity": row["sparsity"],
+                                  **options.to_dict(), "description": options.describe(),
+                                  "validation_perplexity": row["value"]})
+        log(f"validation grid of {criterion} done")
+    selection = pd.DataFrame(grid_rows)
+    selection.to_csv(out / "selection.csv", index=False)
+    best = selection.loc[selection.groupby(["criterion", "sparsity"])
+                         ["validation_perplexity"].idxmin()]
+
+    # test: published options and the options chosen on validation
+    plan_of_rows = []
+    random_seeds = list(range(args.random_seeds))
+    for criterion in criteria:
+        seeds = {"random": random_seeds}
         for sparsity in sparsities:
-            start = time.perf_counter()
-            plan = make_plan(scores, sparsity, args.allocation)
-            pruned = copy.deepcopy(model)
-            bias = (args.bias_compensation == "all"
-                    or (args.bias_compensation == "flap" and name == "flap"))
-            prune_model(pruned, plan, bias_compensation=stats if bias else None)
-            prune_seconds = score_seconds + time.perf_counter() - start
-            row, tasks = evaluate(pruned, tokenizer, text, args)
-            save({**base, "criterion": criterion, "sparsity": sparsity,
-                  "achieved_sparsity": plan.achieved_sparsity, "bias_compensation": bias,
-                  "prune_seconds": prune_seconds,
-                  **row}, tasks)
-            del pruned
-    table = pd.DataFrame(rows)
-    plot(table, out / "bench_pruning.png")
-    columns = ["criterion", "sparsity", "wikitext2_ppl", "mean_acc", "mean_acc_norm",
-               "n_params", "tokens_per_s"]
-    print(table[columns].to_string(index=False))
-    print(f"Wrote {out / 'bench_pruning.csv'}, {out / 'bench_pruning_tasks.csv'} and "
-          f"{out / 'bench_pruning.png'}.\nCommand: {command}")
+            chosen = best[(best["criterion"] == criterion) & (best["sparsity"] == sparsity)].iloc[0]
+            chosen_options = PlanOptions(**{k: chosen[k] for k in PlanOptions.__dataclass_fields__})
+            runs = [("published", PUBLISHED[criterion]), ("validation", chosen_options)]
+            if chosen_options == PUBLISHED[criterion]:
+                runs = [("published = validation", chosen_options)]
+            for plan, options in runs:
+                table, _, _ = compare_pruning(model, [criterion], [sparsity], test,
+                                              options=options, seeds=seeds, calibration=stats,
+                                              calibration_windows=windows, networks=networks,
+                                              progress=False)
+                tables.append(table)
+                first = table.iloc[0]
+                plan_of_rows.append({"criterion": criterion, "sparsity": sparsity, "plan": plan,
+                                     "allocation": first["allocation"],
+                                     "protected_layers": first["protected_layers"],
+                                     "bias_compensation": first["bias_compensation"],
+                                     "description": options.describe()})
+        log(f"test of {criterion} done")
+
+    # zero-shot accuracy of the dense model and of each criterion's chosen options
+    tasks = [t for t in args.tasks.split(",") if t]
+    if tasks:
+        zeroshot = partial(evaluate, zeroshot_root=args.zeroshot_root, tasks=tasks,
+                           limit=args.limit)
+        tables.append(zeroshot(model))
+        sparsity = min(sparsities)
+        for criterion in criteria:
+            chosen = best[(best["criterion"] == criterion) & (best["sparsity"] == sparsity)].iloc[0]
+            options = PlanOptions(**{k: chosen[k] for k in PlanOptions.__dataclass_fields__})
+            table, _, _ = compare_pruning(model, [criterion], [sparsity], zeroshot,
+                                          options=options, seeds={"random": [0]},
+                                          calibration=stats, calibration_windows=windows,
+                                          networks=networks, progress=False)
+            tables.append(table)
+        log("zero-shot done")
+
+    results = results_table(pd.concat(tables + val_tables, ignore_index=True))
+    save_results(results, out / "results.csv")
+
+    # tables for people
+    plans = pd.DataFrame(plan_of_rows)
+    test_ppl = summarize_seeds(results[(results["dataset"] == test_name)
+                                       & (results["metric"] == "perplexity")])
+    keys = ["criterion", "sparsity", "allocation", "protected_layers", "bias_compensation"]
+    merged = plans.merge(test_ppl, on=keys, how="left")
+    dense = float(test_ppl.loc[test_ppl["criterion"] == "dense", "mean"].iloc[0])
+    lines = [f"# Pruning criteria on {name}", "",
+             f"Command: `{command}`", "",
+             f"Calibration: {stats.attrs['n_tokens']:,} C4 tokens. Validation (every choice): "
+             f"{args.val_windows} windows of 128 tokens of WikiText-2 validation. Test: "
+             f"{args.test_windows} windows of 128 tokens of WikiText-2 test "
+             f"({args.test_windows * 128:,} tokens). Networks: {args.network_runs} runs x "
+             f"{args.network_tokens:,} tokens, up and act voxels, n_components={chosen_k} "
+             "(chosen on validation). Random: mean ± sd over "
+             f"{len(random_seeds)} seeds. Device: {args.device}; "
+             f"{time.perf_counter() - start:.0f} s in all.", "",
+             f"Dense test perplexity: {dense:.2f}", "",
+             "| sparsity | criterion | plan | plan options | test perplexity |",
+             "|---:|---|---|---|---:|"]
+    for _, row in merged.sort_values(["sparsity", "plan", "mean"]).iterrows():
+        value = f"{row['mean']:,.1f}"
+        if row["n_seeds"] > 1:
+            value += f" ± {row['sd']:,.1f}"
+        lines.append(f"| {row['sparsity']:.0%} | {row['criterion']} | {row['plan']} | "
+                     f"{row['description']} | {value} |")
+    if tasks:
+        acc = results[(results["metric"] == "acc") & results["dataset"].isin(tasks)]
+        wide = acc.pivot_table(index=["criterion", "sparsity"], columns="dataset",
+                               values="value").reset_index()
+        lines += ["", f"Zero-shot accuracy (first {args.limit:,} items of each task; "
+                  "options chosen on validation):", "",
+                  "| criterion | sparsity | " + " | ".join(tasks) + " |",
+                  "|---|---:|" + "---:|" * len(tasks)]
+        for _, row in wide.iterrows():
+            lines.append(f"| {row['criterion']} | {row['sparsity']:.0%} | "
+                         + " | ".join(f"{row[t]:.3f}" for t in tasks) + " |")
+    (out / "pruning.md").write_text("\n".join(lines) + "\n")
+    chosen_rows = merged[merged["plan"] != "published"]
+    curve = results[(results["dataset"] == test_name) & (results["metric"] == "perplexity")]
+    curve = curve.merge(chosen_rows[keys], on=keys, how="inner")
+    dense_rows = results[(results["criterion"] == "dense") & (results["dataset"] == test_name)
+                         & (results["metric"] == "perplexity")]
+    plot_pruning_curves(pd.concat([dense_rows, curve]), metrics=("perplexity",),
+                        output_file=out / "pruning-curve.png")
+    print("\n".join(lines))
     return 0
 
 

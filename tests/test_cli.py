@@ -271,6 +271,7 @@ def test_names_kept_for_a_fast_help_match_the_library():
     assert _common.HOOK_POINTS == recording.HOOK_POINTS
     assert prune.CRITERIA == pruning.CRITERIA
     assert prune.ALLOCATIONS == pruning.ALLOCATIONS
+    assert prune.BIAS_COMPENSATIONS == pruning.BIAS_COMPENSATIONS
     assert evaluate.ZEROSHOT_TASKS == evaluation.ZEROSHOT_TASKS
 
 

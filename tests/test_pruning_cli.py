@@ -45,24 +45,52 @@ def test_prune_flap_with_calibration(saved_model, corpus, tmp_path, capsys):
     assert tokenizer is not None
 
 
-def test_prune_with_networks_store(saved_model, tmp_path):
+def test_prune_with_networks_store_keeps_the_strongest_z(saved_model, tmp_path):
     rng = np.random.default_rng(0)
     maps = xr.DataArray(rng.normal(size=(4, 3, 48)), dims=("component", "layer", "neuron"),
                         coords={"layer": [0, 1, 2], "neuron": np.arange(48)}, name="maps_z")
     store = tmp_path / "networks.zarr"
-    xr.Dataset({"maps_z": maps, "key_neurons": (abs(maps) > 2.0).any("component")}).to_zarr(store)
+    xr.Dataset({"maps_z": maps}).to_zarr(store)
     out = tmp_path / "pruned"
     code = main(["prune", "--model", str(saved_model), "--criterion", "networks",
-                 "--networks", str(tmp_path), "--sparsity", "0.5", "--fill", "magnitude",
+                 "--networks", str(tmp_path), "--sparsity", "0.5", "--protect-first", "0",
+                 "--protect-last", "0", "--bias-compensation", "none", "--out", str(out)])
+    assert code == 0
+    plan = PruningPlan.load(out / "pruning_plan.json")
+    assert plan.criterion == "networks"
+    assert plan.metadata["options"]["allocation"] == "global"   # the published allocation
+    strength = abs(maps).max("component").values                # (layer, neuron)
+    threshold = np.sort(strength.ravel())[::-1][71]             # 72 of 144 neurons kept
+    for layer in range(3):
+        key = np.flatnonzero(strength[layer] >= threshold)
+        assert sorted(plan.keep[layer]) == sorted(key)
+
+
+def test_prune_from_saved_networks_with_published_options(saved_model, corpus, tmp_path):
+    from llmbrain.networks import FunctionalNetworks, save_networks
+
+    rng = np.random.default_rng(1)
+    activations = xr.DataArray(rng.normal(size=(300, 6, 48)).astype(np.float32),
+                               dims=("token", "layer", "neuron"),
+                               coords={"layer": list(range(6))})
+    fitted = FunctionalNetworks(n_components=3, random_state=0).fit(activations)
+    save_networks(fitted, tmp_path / "networks")
+    folder = tmp_path / "six-layers"
+    model = tiny_model("llama", num_hidden_layers=6)
+    model.save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    out = tmp_path / "pruned"
+    code = main(["prune", "--model", str(folder), "--criterion", "networks",
+                 "--networks", str(tmp_path / "networks"), "--sparsity", "0.1",
+                 "--calibration", str(corpus), "--calibration-tokens", "128", "--window", "32",
                  "--out", str(out)])
     assert code == 0
     plan = PruningPlan.load(out / "pruning_plan.json")
-    keys = (abs(maps) > 2.0).any("component")
-    for layer in range(3):
-        key_idx = np.flatnonzero(keys.sel(layer=layer).values)
-        assert len(key_idx) <= 24
-        assert set(key_idx) <= set(plan.keep[layer])
-    assert plan.criterion == "networks"
+    kept = plan.n_kept()
+    assert [kept[layer] for layer in (0, 1, 2, 4, 5)] == [48] * 5   # first 3, last 2 kept
+    assert kept[3] == 48 - round(0.1 * 6 * 48)                     # the budget counts them
+    pruned, _ = load_pruned(out)
+    assert pruned.config.llmbrain_pruning["down_bias_layers"] == [3]        # progressive bias
 
 
 def test_prune_reports_bad_input(saved_model, tmp_path, capsys):

@@ -48,12 +48,12 @@ from IPython.display import display
 
 import llmbrain
 from llmbrain import plotting
-from llmbrain.networks import (FunctionalNetworks, NetworkRecurrence, load_networks,
-                               match_components, save_networks)
+from llmbrain.networks import (KEY_NEURON_THRESHOLD, FunctionalNetworks, NetworkRecurrence,
+                               load_networks, match_components, save_networks)
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 3072))  # raise it for real analyses
 N_COMPONENTS = int(os.environ.get("LLMBRAIN_TUTORIAL_COMPONENTS", 10))
-THRESHOLD = 3.6
+THRESHOLD = KEY_NEURON_THRESHOLD  # 3.6, the papers' key-neuron threshold
 workdir = Path(tempfile.mkdtemp(prefix="llmbrain-tutorial-02-"))
 atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # also if the notebook stops early
 
@@ -119,7 +119,7 @@ from nilearn import plotting as niplot
 first_map = image.index_img(canica.maps_z_img_, 0)
 niplot.plot_stat_map(first_map, bg_img=None, display_mode="z", cut_coords=[0, 6, 12, 18, 24, 29],
                      threshold=THRESHOLD, colorbar=True, black_bg=False, annotate=False,
-                     draw_cross=False, title="network 0, |z| > 3.6, layers 0, 6, 12, 18, 24, 29")
+                     draw_cross=False, title=f"network 0, |z| > {THRESHOLD}, layers 0, 6, 12, 18, 24, 29")
 plt.show()
 
 # %% [markdown]

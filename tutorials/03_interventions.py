@@ -46,14 +46,14 @@ from llmbrain.corpus import load_corpus
 from llmbrain.evaluation import perplexity
 from llmbrain.evaluation.results import results_table
 from llmbrain.interventions import ablate, amplify, matched_random
-from llmbrain.networks import FunctionalNetworks
+from llmbrain.networks import KEY_NEURON_THRESHOLD, FunctionalNetworks
 from llmbrain.report import compare_to_controls, interpret
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 2048))  # raise it for real analyses
 N_COMPONENTS = int(os.environ.get("LLMBRAIN_TUTORIAL_COMPONENTS", 8))
 EVAL_WINDOWS = int(os.environ.get("LLMBRAIN_TUTORIAL_EVAL_WINDOWS", 4))  # windows of 128 tokens
 N_CONTROLS = int(os.environ.get("LLMBRAIN_TUTORIAL_CONTROLS", 10))  # random sets per target
-THRESHOLD = 3.6
+THRESHOLD = KEY_NEURON_THRESHOLD  # 3.6, the papers' key-neuron threshold
 workdir = Path(tempfile.mkdtemp(prefix="llmbrain-tutorial-03-"))
 atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # also if the notebook stops early
 

@@ -29,7 +29,6 @@
 # %%
 # %matplotlib inline
 import atexit
-import copy
 import json
 import os
 import shutil
@@ -50,7 +49,7 @@ from llmbrain.corpus import load_corpus
 from llmbrain.datasets import DatasetNotFoundError, fetch_dataset, fetch_wikitext2
 from llmbrain.evaluation import load_text, load_wikitext2, perplexity
 from llmbrain.evaluation.results import results_table, to_wide
-from llmbrain.pruning import collect_calibration_stats, make_plan, prune_model, score_neurons
+from llmbrain.pruning import collect_calibration_stats, prune
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 1024))  # calibration tokens per domain
 EVAL_WINDOWS = int(os.environ.get("LLMBRAIN_TUTORIAL_EVAL_WINDOWS", 4))  # windows of 128 tokens
@@ -117,7 +116,8 @@ for name, text in evaluation.items():
 # ## Calibrate and prune per domain
 # `collect_calibration_stats` runs the domain text through the model once and keeps every
 # neuron's statistics; the `"contextual"` criterion ranks neurons by their mean |activation|.
-# Each layer loses the same fraction `SPARSITY` of its neurons.
+# `prune` scores, plans and prunes a copy of the model in one call; with the criterion's
+# published plan options every layer loses the same fraction `SPARSITY` of its neurons.
 
 # %%
 model, tokenizer = llmbrain.load_model("default")
@@ -126,12 +126,10 @@ stats, plans, models = {}, {}, {"dense": model}
 for domain, texts in calibration.items():
     stats[domain] = collect_calibration_stats(model, tokenizer, texts, window=256,
                                               max_tokens=N_TOKENS, progress=False)
-    scores = score_neurons(model, "contextual", calibration=stats[domain])
-    plans[domain] = make_plan(scores, sparsity=SPARSITY)
-    models[f"{domain}-pruned"] = prune_model(copy.deepcopy(model), plans[domain])
-plans["random"] = make_plan(score_neurons(model, "random", seed=0), sparsity=SPARSITY)
-models["random-pruned"] = prune_model(copy.deepcopy(model), plans["random"])
-print({domain: s.n_tokens for domain, s in stats.items()}, "calibration tokens")
+    models[f"{domain}-pruned"], plans[domain] = prune(model, "contextual", SPARSITY,
+                                                      calibration=stats[domain])
+models["random-pruned"], plans["random"] = prune(model, "random", SPARSITY, seed=0)
+print({domain: s.attrs["n_tokens"] for domain, s in stats.items()}, "calibration tokens")
 
 # %% [markdown]
 # How different are the two domain models? The fraction of kept neurons they share, per layer:

@@ -7,7 +7,8 @@ import time
 from ._common import (add_batch_size_argument, add_corpus_argument, add_hook_argument,
                       add_layers_argument, add_max_tokens_argument, add_model_arguments,
                       add_overwrite_argument, add_verb, add_window_argument, format_bytes,
-                      parse_int_list)
+                      parse_int_list, parse_positive)
+
 
 def register(subparsers) -> None:
     parser = add_verb(

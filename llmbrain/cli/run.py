@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     add_runs_argument(parser, 3)
     add_threshold_argument(parser)
     parser.add_argument("--sparsity", type=float, default=0.3,
-                        help="fraction of the prunable MLP neurons to remove")
+                        help="fraction of the MLP neurons to remove (protected layers count)")
     parser.add_argument("--eval-windows", type=parse_positive, default=24, metavar="N",
                         help="held-out windows of 128 tokens for perplexity")
     add_random_state_argument(parser)

@@ -17,7 +17,7 @@ column                   type   default   meaning
 =======================  =====  ========  ==============================================
 ``model``                str    required  base model (name, path or hub id)
 ``criterion``            str    "dense"   pruning criterion ("dense": not pruned), e.g.
-                                          "networks+contextual", "flap", "random"
+                                          "networks", "flap", "random"
 ``sparsity``             float  0.0       fraction of MLP neurons removed, in [0, 1)
 ``allocation``           str    ""        how the sparsity is spread over layers
                                           ("uniform", "global", "adaptive")

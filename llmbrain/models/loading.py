@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_folder
-from .cache import cache_dir, entry_folder, record_use, write_info
+from .cache import entry_folder, record_use, write_info
 
 __all__ = ["DEFAULT_MODEL", "check_device", "check_device_map", "default_model_path",
            "load_model", "model_fingerprint"]

@@ -13,6 +13,7 @@ method was published with.
 from __future__ import annotations
 
 import copy
+import numbers
 from dataclasses import asdict, dataclass, replace
 
 import xarray as xr
@@ -60,13 +61,13 @@ class PlanOptions:
         if self.bias_compensation not in BIAS_COMPENSATIONS:
             raise ValueError(f"Unknown bias_compensation {self.bias_compensation!r}; choose one "
                              f"of {', '.join(BIAS_COMPENSATIONS)}.")
-        for name in ("protect_first", "protect_last"):
+        for name, least in (("protect_first", 0), ("protect_last", 0), ("min_keep", 1)):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative number of layers, not "
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
+                    or value < least:
+                raise ValueError(f"{name} must be an integer of at least {least}, not "
                                  f"{value!r}.")
-        if not isinstance(self.min_keep, int) or self.min_keep < 1:
-            raise ValueError(f"min_keep must be a positive integer, not {self.min_keep!r}.")
+            object.__setattr__(self, name, int(value))  # numpy integers from tables
 
     def replace(self, **changes) -> PlanOptions:
         """A copy with some options changed."""
