@@ -273,6 +273,10 @@ def test_names_kept_for_a_fast_help_match_the_library():
     assert prune.ALLOCATIONS == pruning.ALLOCATIONS
     assert prune.BIAS_COMPENSATIONS == pruning.BIAS_COMPENSATIONS
     assert evaluate.ZEROSHOT_TASKS == evaluation.ZEROSHOT_TASKS
+    from llmbrain.networks import KEY_NEURON_THRESHOLD
+    threshold = next(a for a in build_parser()._subparsers._group_actions[0].choices["networks"]
+                     ._actions if a.dest == "threshold")
+    assert threshold.default == KEY_NEURON_THRESHOLD
 
 
 def test_verbosity_before_and_after_the_verb_and_old_spellings():

@@ -9,6 +9,7 @@ import pytest
 
 from llmbrain._testing import byte_tokenizer, tiny_model
 from llmbrain.cli import main
+from llmbrain.evaluation.results import read_results
 from llmbrain.models import load_model
 
 TEXT = "Neurons that fire together wire together. " * 20
@@ -36,14 +37,31 @@ def test_evaluate_saved_model(tmp_path, data):
                  "--zeroshot-root", str(data / "tasks"), "--tasks", "winogrande",
                  "--efficiency", "--out", str(out)])
     assert code == 0
-    table = pd.read_csv(out)
-    ppl = table.query("kind == 'perplexity'")
-    assert list(ppl["name"]) == ["wikitext2-32"]
-    assert ppl["value"].iloc[0] > 1
-    acc = table.query("kind == 'zeroshot' and name == 'winogrande' and metric == 'acc'")
+    table = read_results(out)                     # llmbrain's results table, validated
+    assert set(table["criterion"]) == {"dense"}
+    ppl = table.query("metric == 'perplexity'")
+    assert list(ppl["dataset"]) == ["wikitext2"] and list(ppl["protocol"]) == ["stream window=32"]
+    assert ppl["value"].iloc[0] > 1 and ppl["stderr"].iloc[0] > 0
+    acc = table.query("dataset == 'winogrande' and metric == 'acc'")
     assert acc["n"].iloc[0] == 2 and acc["value"].iloc[0] in (0.0, 0.5, 1.0)
+    mean = table.query("dataset == 'zero-shot mean' and metric == 'acc'")["value"].iloc[0]
+    assert mean == acc["value"].iloc[0]
     params = table.query("metric == 'n_mlp_params'")["value"].iloc[0]
     assert params == 3 * 3 * 32 * 48
+
+
+def test_evaluate_names_the_pruning_of_a_pruned_folder(tmp_path, data):
+    from llmbrain.pruning import PlanOptions, prune, save_pruned
+
+    pruned, plan = prune(tiny_model("llama"), "magnitude", 0.25,
+                         options=PlanOptions("global", protect_first=1))
+    save_pruned(pruned, byte_tokenizer(), tmp_path / "pruned", plan=plan)
+    out = tmp_path / "results.csv"
+    assert main(["evaluate", str(tmp_path / "pruned"), "--wikitext", str(data / "wiki.txt"),
+                 "--window", "32", "--out", str(out)]) == 0
+    row = read_results(out).iloc[0]
+    assert (row["criterion"], row["sparsity"], row["allocation"]) == ("magnitude", 0.25, "global")
+    assert row["protected_layers"] == "0"
 
 
 def test_evaluate_needs_something_to_do(tmp_path, capsys):

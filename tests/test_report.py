@@ -277,6 +277,18 @@ def test_networks_matter_needs_enough_controls():
     assert key.contradictions
 
 
+def test_controls_of_a_dense_and_a_pruned_model_are_never_pooled():
+    dense = results_table(_intervention_rows(10), model="m", dataset="held-out",
+                          metric="perplexity")
+    pruned = results_table(_intervention_rows(10, network_value=50.0), model="m",
+                           criterion="flap", sparsity=0.2, dataset="held-out",
+                           metric="perplexity")
+    comparison = compare_to_controls(pd.concat([dense, pruned])).set_index("criterion")
+    assert comparison.loc["dense", "n_controls"] == comparison.loc["flap", "n_controls"] == 10
+    assert comparison.loc["dense", "target_value"] == 90.0
+    assert comparison.loc["flap", "p_value"] == pytest.approx(1.0)   # below every control
+
+
 def _recurrence(n_components=4, n_runs=3, layers=3, neurons=48):
     match = np.array([[1, 1, 1, 1], [0.8, 0.6, 0.2, -0.9], [0.7, 0.3, 0.1, 0.55]])
     union = np.zeros((layers, neurons), dtype=bool)

@@ -245,6 +245,7 @@ def add_n_components_argument(parser, default: int, what: str = "") -> None:
 
 
 def add_threshold_argument(parser, what: str = "") -> None:
+    # llmbrain.networks.KEY_NEURON_THRESHOLD, named here so that --help needs no torch
     parser.add_argument("--threshold", type=float, default=3.6, metavar="Z",
                         help="|z| above which a neuron is a key neuron of a network" + what)
 

@@ -22,7 +22,8 @@ def register(subparsers) -> None:
         description="Evaluate a model: WikiText-2 perplexity in non-overlapping windows, "
                     "zero-shot accuracy (acc / acc_norm as lm-evaluation-harness) on local "
                     "task files, domain perplexity / accuracy, and forward throughput. "
-                    "Writes one CSV row per measurement.",
+                    "Writes llmbrain's results table (one CSV row per measurement; "
+                    "llmbrain.evaluation.results.read_results reads it).",
         examples=["llmbrain evaluate --model pruned --wikitext wiki.test.raw "
                   "--zeroshot-root data --tasks piqa,arc_easy --limit 200 --out scores.csv"])
     add_model_arguments(parser, positional=True)
@@ -49,10 +50,25 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    import pandas as pd
+def _model_columns(name: str) -> dict:
+    """Columns that identify the model: its name, and how it was pruned when its folder
+    holds the pruning plan that ``llmbrain prune`` saved."""
+    from ..pruning import PruningPlan
 
-    from .._atomic import atomic_write
+    columns = {"model": name, "criterion": "dense"}
+    plan_file = Path(name).expanduser() / "pruning_plan.json"
+    if plan_file.is_file():
+        plan = PruningPlan.load(plan_file)
+        options = plan.metadata.get("options", {})
+        columns.update(criterion=plan.criterion, sparsity=round(plan.achieved_sparsity, 4),
+                       allocation=plan.allocation,
+                       protected_layers=plan.metadata.get("protected_layers", ""),
+                       bias_compensation=options.get("bias_compensation", "none"))
+    return columns
+
+
+def run(args) -> int:
+    from ..evaluation.results import results_table, save_results
     from ..models import load_model
 
     if args.model_positional is not None:  # `llmbrain evaluate MODEL`, as older versions took
@@ -70,15 +86,16 @@ def run(args) -> int:
             if path and not Path(path).expanduser().exists():
                 raise FileNotFoundError(f"{flag} {path}: no such file or folder.")
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    model_columns = _model_columns(str(args.model))
     rows = []
 
-    def add(kind, name, metric, value, n=None, stderr=None):
-        rows.append({"model": str(args.model), "kind": kind, "name": name, "metric": metric,
-                     "value": value, "n": n, "stderr": stderr})
-        print(f"{kind:>10} {name:<28} {metric:<16} {value:.4f}" if isinstance(value, float)
-              else f"{kind:>10} {name:<28} {metric:<16} {value}")
+    def add(dataset, protocol, metric, value, n=None, stderr=None):
+        rows.append({**model_columns, "dataset": dataset, "protocol": protocol,
+                     "metric": metric, "value": value, "n": n, "stderr": stderr})
+        shown = f"{value:.4f}" if isinstance(value, float) else f"{value}"
+        print(f"{dataset:<28} {protocol:<24} {metric:<18} {shown}")
         if args.out:  # every result is on disk as soon as it is known
-            atomic_write(args.out, pd.DataFrame(rows).to_csv(index=False))
+            save_results(results_table(rows), args.out)
 
     try:
         _evaluate(args, model, tokenizer, add)
@@ -100,39 +117,48 @@ def _evaluate(args, model, tokenizer, add) -> None:
         load_wikitext2,
         measure_efficiency,
         perplexity,
+        perplexity_protocol,
         summarize_zeroshot,
     )
 
+    protocol = perplexity_protocol(model)
     if args.wikitext:
         text = load_wikitext2(args.wikitext)
         for window in args.window or [128]:
             ppl, details = perplexity(model, tokenizer, text, window=window,
                                       batch_size=args.batch_size, max_windows=args.max_windows,
                                       progress=args.progress, return_details=True)
-            add("perplexity", f"wikitext2-{window}", "perplexity", ppl, details["n_windows"])
+            add("wikitext2", f"{protocol} window={window}", "perplexity", ppl,
+                details["n_windows"], details.get("stderr"))
     if args.zeroshot_root:
         table = evaluate_zeroshot(model, tokenizer, args.zeroshot_root, args.tasks,
                                   limit=args.limit, batch_size=args.batch_size,
                                   progress=args.progress)
         for task, row in table.iterrows():
-            add("zeroshot", task, "acc", row["acc"], row["n"], row["acc_stderr"])
-            add("zeroshot", task, "acc_norm", row["acc_norm"], row["n"], row["acc_norm_stderr"])
-        for metric, value in summarize_zeroshot(table).items():
-            if metric != "n_tasks":
-                add("zeroshot", "average", metric, value, len(table))
+            add(task, "0-shot", "acc", row["acc"], row["n"], row["acc_stderr"])
+            add(task, "0-shot", "acc_norm", row["acc_norm"], row["n"], row["acc_norm_stderr"])
+        summary = summarize_zeroshot(table)
+        for metric in ("acc", "acc_norm"):
+            add("zero-shot mean", f"0-shot, {len(table)} tasks", metric,
+                summary[f"mean_{metric}"], int(table["n"].sum()))
     if args.domain_text:
-        table = domain_perplexity(model, tokenizer, args.domain_text, window=(args.window or
-                                  [128])[0], batch_size=args.batch_size,
-                                  max_windows=args.max_windows, progress=args.progress)
+        window = (args.window or [128])[0]
+        table = domain_perplexity(model, tokenizer, args.domain_text, window=window,
+                                  batch_size=args.batch_size, max_windows=args.max_windows,
+                                  progress=args.progress)
         for name, row in table.iterrows():
-            add("domain", name, "perplexity", row["perplexity"], row["n_windows"])
+            add(name, f"{protocol} window={window}", "perplexity", row["perplexity"],
+                row["n_windows"])
     if args.domain_mc:
         table = domain_accuracy(model, tokenizer, args.domain_mc, limit=args.limit,
                                 batch_size=args.batch_size, progress=args.progress)
         for name, row in table.iterrows():
-            add("domain", name, "acc", row["acc"], row["n"], row["acc_stderr"])
+            add(name, "0-shot", "acc", row["acc"], row["n"], row["acc_stderr"])
     if args.efficiency:
         for metric, value in measure_efficiency(model, tokenizer).items():
-            if metric in ("n_params", "n_mlp_params", "n_neurons", "weight_bytes",
-                          "tokens_per_s", "seconds_per_batch") and value is not None:
-                add("efficiency", "forward", metric, value)
+            if value is None:
+                continue
+            if metric in ("n_params", "n_mlp_params", "n_neurons", "weight_bytes"):
+                add("", "", metric, value)
+            elif metric in ("tokens_per_s", "seconds_per_batch"):
+                add("random-tokens", "forward", metric, value)

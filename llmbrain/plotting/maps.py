@@ -17,6 +17,7 @@ import xarray as xr
 from matplotlib.colors import BoundaryNorm, ListedColormap
 import matplotlib as mpl
 
+from ..networks._maps import KEY_NEURON_THRESHOLD
 from ._inputs import (above_threshold, check_dataarray, component_labels, layer_values,
                       select_component)
 from ._style import (DIVERGING_CMAP, color_of_label, figure_and_axes, finish, label_all_panels,
@@ -176,7 +177,7 @@ def plot_networks(maps_z, threshold=None, *, kind="grid", components=None, ncols
         maps_z = xr.concat([select_component(maps_z, c, "maps_z") for c in components],
                            dim="component")
     if kind == "atlas":
-        return plot_network_atlas(maps_z, 3.6 if threshold is None else threshold,
+        return plot_network_atlas(maps_z, KEY_NEURON_THRESHOLD if threshold is None else threshold,
                                   neuron_bin=neuron_bin, output_file=output_file)
     if kind != "grid":
         raise ValueError(f"kind must be 'grid' or 'atlas'; got {kind!r}.")
@@ -225,7 +226,8 @@ def plot_networks(maps_z, threshold=None, *, kind="grid", components=None, ncols
     return finish(fig, output_file)
 
 
-def plot_network_atlas(maps_z, threshold=3.6, *, ax=None, neuron_bin="auto", output_file=None):
+def plot_network_atlas(maps_z, threshold=KEY_NEURON_THRESHOLD, *, ax=None, neuron_bin="auto",
+                       output_file=None):
     """Plot a max-|z| atlas: each neuron coloured by the network where its |z| is largest.
 
     Parameters

@@ -7,6 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from ..evaluation.results import results_table, to_wide
+from ..networks._maps import KEY_NEURON_THRESHOLD
 from ._format import format_number
 from ._document import Report
 from ._interpret import interpret
@@ -95,7 +96,8 @@ def _key_neuron_text(network_masks, recurrence, threshold) -> str:
 
 def build_report(results, *, methods: Methods | None = None, maps_z=None, network_masks=None,
                  recurrence=None, timecourses=None, plans=None, key_neurons=None,
-                 activations=None, expectations=None, threshold: float = 3.6,
+                 activations=None, expectations=None,
+                 threshold: float = KEY_NEURON_THRESHOLD,
                  steps=None, title: str = "llmbrain report", min_controls: int = 10) -> Report:
     """Assemble the report of a run: key result, methods, pruning, networks, interventions.
 
@@ -130,7 +132,7 @@ def build_report(results, *, methods: Methods | None = None, maps_z=None, networ
         Recorded activations, shown as one slice per layer (BOS excluded).
     expectations : dict, optional
         Passed to :func:`interpret`, e.g. :data:`PUBLISHED_CLAIMS`.
-    threshold : float, default=3.6
+    threshold : float, default=KEY_NEURON_THRESHOLD (3.6)
         The |z| threshold of the key neurons.
     steps : sequence of (str, float), optional
         Steps of the run and their seconds.

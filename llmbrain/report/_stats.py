@@ -36,7 +36,8 @@ def compare_to_controls(results, *, min_controls: int = 10, confidence: float = 
     Returns
     -------
     pandas.DataFrame
-        One row per (intervention, target, dataset, metric):
+        One row per model (``model``, ``criterion``, ``sparsity``) and
+        (intervention, target, dataset, metric):
         ``target_value`` (mean over the target's rows), ``controls_mean``,
         ``controls_low`` / ``controls_high`` (the ``confidence`` prediction
         interval of one more control, Student's t over the controls),
@@ -54,13 +55,16 @@ def compare_to_controls(results, *, min_controls: int = 10, confidence: float = 
     table = table[table["intervention"] != ""]
     rows = []
     keys = ["intervention", "target", "dataset", "metric"]
-    for key, group in table.groupby(keys, sort=False):
+    models = ["model", "criterion", "sparsity", "allocation", "protected_layers",
+              "bias_compensation", "calibration"]   # never pool a dense and a pruned model
+    for full_key, group in table.groupby(models + keys, sort=False):
+        model, key = dict(zip(models[:3], full_key[:3])), full_key[len(models):]
         target = group[group["condition"] == "network"]["value"].to_numpy(dtype=float)
         controls = group[group["condition"] == "random"]["value"].to_numpy(dtype=float)
         if not target.size:
             continue
         value, n = float(target.mean()), int(controls.size)
-        row = dict(zip(keys, key), target_value=value, n_controls=n, controls_mean=np.nan,
+        row = dict(**model, **dict(zip(keys, key)), target_value=value, n_controls=n, controls_mean=np.nan,
                    controls_low=np.nan, controls_high=np.nan, ratio=np.nan, p_value=np.nan,
                    beyond_controls=False)
         if n:
@@ -77,7 +81,7 @@ def compare_to_controls(results, *, min_controls: int = 10, confidence: float = 
             row["beyond_controls"] = bool(value > row["controls_high"] if harmful_up
                                           else value < row["controls_low"])
         rows.append(row)
-    return pd.DataFrame(rows, columns=keys + ["target_value", "controls_mean", "controls_low",
+    return pd.DataFrame(rows, columns=models[:3] + keys + ["target_value", "controls_mean", "controls_low",
                                               "controls_high", "n_controls", "ratio", "p_value",
                                               "beyond_controls"])
 
