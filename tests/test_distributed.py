@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from llmbrain import _distributed, open_activations, record
+from llmbrain import distributed, open_activations, record
 from llmbrain._testing import byte_tokenizer, tiny_model
 
 KW = dict(window=32, batch_size=2, progress=False)
@@ -42,15 +42,15 @@ def _worker(rank: int, world: int, folder: str) -> None:
 def _check_all_reduce(rank: int, world: int) -> None:
     part = {"n": rank + 1, "sum": torch.tensor([1.0, float(rank)], dtype=torch.float64),
             "sum_sq": np.array([rank, 2 * rank], dtype=np.int64), "max": [float(rank)]}
-    total = _distributed.all_reduce(part)
+    total = distributed.all_reduce(part)
     assert part["n"] == rank + 1  # the input is not modified
     assert total["n"] == world * (world + 1) // 2
     assert torch.equal(total["sum"], torch.tensor([world, world * (world - 1) / 2],
                                                    dtype=torch.float64))
     assert total["sum_sq"].dtype == np.int64
     assert total["sum_sq"].tolist() == [world * (world - 1) // 2, world * (world - 1)]
-    assert _distributed.all_reduce(float(rank), op="max") == world - 1
-    assert _distributed.broadcast_object({"rank": rank}) == {"rank": 0}
+    assert distributed.all_reduce(float(rank), op="max") == world - 1
+    assert distributed.broadcast_object({"rank": rank}) == {"rank": 0}
 
 
 def _check_sink_share(model, tokenizer, rank: int) -> None:
@@ -66,7 +66,7 @@ def _check_sink_share(model, tokenizer, rank: int) -> None:
             self.tokens += blocks[0].shape[1]
 
         def finish(self):
-            return self.windows, _distributed.all_reduce(self.tokens)
+            return self.windows, distributed.all_reduce(self.tokens)
 
     windows, tokens = record(model, tokenizer, _texts(), sink=Count(), **KW)
     assert windows == [0, 4, 8, 12] if rank == 0 else [2, 6, 10, 14]
@@ -139,15 +139,15 @@ def test_two_processes_record_the_store_one_process_records(tmp_path, texts, tok
 
 
 def test_without_a_process_group_everything_is_local():
-    assert not _distributed.is_distributed()
-    assert (_distributed.rank(), _distributed.world_size()) == (0, 1)
+    assert not distributed.is_distributed()
+    assert (distributed.rank(), distributed.world_size()) == (0, 1)
     value = {"a": np.ones(2)}
-    assert _distributed.all_reduce(value) is value
-    assert _distributed.broadcast_object(3) == 3
-    assert _distributed.local_device("cuda") == torch.device("cuda")
-    assert not _distributed.init_from_environment()  # WORLD_SIZE is not set
+    assert distributed.all_reduce(value) is value
+    assert distributed.broadcast_object(3) == 3
+    assert distributed.local_device("cuda") == torch.device("cuda")
+    assert not distributed.init_from_environment()  # WORLD_SIZE is not set
     with pytest.raises(ValueError, match="op must be"):
-        _distributed.all_reduce(1.0, op="mean")
+        distributed.all_reduce(1.0, op="mean")
 
 
 def test_distributed_without_a_group_is_refused(llama, tokenizer, texts, tmp_path):

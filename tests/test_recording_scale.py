@@ -95,7 +95,8 @@ def test_a_batch_is_counted_only_once_its_chunks_are_written(llama, tokenizer, t
                                   record(llama, tokenizer, texts, None, **KW)["activations"].values)
 
 
-def test_token_stride_and_neuron_fraction(llama, tokenizer, texts, memory, tmp_path):
+def test_token_stride_and_neuron_fraction(llama, tokenizer, texts, memory, tmp_path,
+                                          capsys):
     path = tmp_path / "s.zarr"
     ds = record(llama, tokenizer, texts, path, hook=("up", "act"), token_stride=5,
                 neuron_fraction=0.25, random_state=1, **KW)
@@ -110,6 +111,9 @@ def test_token_stride_and_neuron_fraction(llama, tokenizer, texts, memory, tmp_p
     assert ds.attrs["token_stride"] == 5 and ds.attrs["neuron_fraction"] == 0.25
     assert ds.attrs["n_tokens"] == 15 * 6
     open_activations(path, verify=True)
+    from llmbrain.cli import main
+    assert main(["info", str(path)]) == 0
+    assert "15 x 32 tokens, one token in 5 kept" in capsys.readouterr().out
     again = record(llama, tokenizer, texts, None, hook=("up", "act"), token_stride=5,
                    neuron_fraction=0.25, random_state=1, **KW)
     np.testing.assert_array_equal(again["activations"].values, ds["activations"].values)

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..recording.store import describe_damage, open_store
+    from ..recording.store import describe_damage, open_store, tokens_per_window
 
     ds, damage = open_store(args.store, allow_incomplete=True, verify=args.verify)
     attrs = ds.attrs
@@ -37,8 +37,10 @@ def run(args) -> int:
                   f"{attrs['model_fingerprint']})"),
         ("hook" + ("s" if len(hooks) > 1 else ""), ", ".join(hooks)),
         ("tokens", f"{ds.sizes['token']:,} of {attrs['n_tokens_planned']:,}"),
-        ("windows", f"{ds.sizes['token'] // attrs['window_length']:,} x "
-                    f"{attrs['window_length']} tokens"),
+        ("windows", f"{ds.sizes['token'] // tokens_per_window(attrs):,} x "
+                    f"{attrs['window_length']} tokens"
+                    + (f", one token in {attrs['token_stride']} kept"
+                       if int(attrs.get("token_stride", 1)) > 1 else "")),
         ("documents", f"{len(set(ds['document'].values.tolist())):,}"),
         ("layers", f"{len(layers)} ({layers[0]}..{layers[-1]})"),
         ("neurons", f"{ds.sizes['neuron']:,} per layer"),

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .. import _distributed
+    from .. import distributed as processes
     from .._outputs import check_output, output_kind
     from ..corpus import load_corpus
     from ..models import load_model
@@ -62,8 +62,8 @@ def run(args) -> int:
         check_output(args.out, "activations", overwrite=True)
     documents = load_corpus(args.corpus, text_field=args.text_field, encoding=args.encoding)
     # under torchrun / accelerate launch the processes share the work, one GPU each
-    _distributed.init_from_environment()
-    model, tokenizer = load_model(args.model, device=_distributed.local_device(args.device),
+    processes.init_from_environment()
+    model, tokenizer = load_model(args.model, device=processes.local_device(args.device),
                                   dtype=args.dtype)
     start = time.perf_counter()
     hook = args.hook[0] if len(args.hook) == 1 else args.hook
@@ -72,7 +72,7 @@ def run(args) -> int:
                 dtype=args.store_dtype, max_tokens=args.max_tokens,
                 token_stride=args.token_stride, neuron_fraction=args.neuron_fraction,
                 overwrite=args.overwrite, verify=args.verify, progress=args.progress)
-    if _distributed.rank() != 0:
+    if processes.rank() != 0:
         return 0
     seconds = time.perf_counter() - start
     size = ds["activations"].nbytes

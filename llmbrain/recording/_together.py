@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .. import _distributed
+from .. import distributed as _processes
 from .._atomic import replace_folder
 from .._outputs import output_lock
 from ._resume import prepare_store
@@ -32,16 +32,16 @@ def record_together(run, path: Path, layout: dict, store: dict, progress: bool) 
     ``run(starts, layout, sink, progress)`` records the batches beginning at
     the windows ``starts``.
     """
-    rank, world = _distributed.rank(), _distributed.world_size()
+    rank, world = _processes.rank(), _processes.world_size()
     with output_lock(path, "recording into") if rank == 0 else contextlib.nullcontext():
         plan = None
         if rank == 0:
             try:
                 plan = prepare_store(path, layout, store)
             except BaseException as err:
-                _distributed.broadcast_object({"error": f"{type(err).__name__}: {err}"})
+                _processes.broadcast_object({"error": f"{type(err).__name__}: {err}"})
                 raise
-        plan = _distributed.broadcast_object(plan)
+        plan = _processes.broadcast_object(plan)
         if plan is not None and "error" in plan:
             raise RuntimeError(f"The recording could not start in process 0: {plan['error']}")
         if plan is None:  # complete already
@@ -52,12 +52,12 @@ def record_together(run, path: Path, layout: dict, store: dict, progress: bool) 
                 ZarrSink(plan["path"], plan["done"], journal=rank), progress)
         except BaseException as err:  # the others still wait for this process below
             error = err
-        failed = _distributed.all_reduce(int(error is not None), op="max")
+        failed = _processes.all_reduce(int(error is not None), op="max")
         if rank == 0:
             merge_journals(plan["path"])
             if not failed and plan["path"] != path:
                 replace_folder(plan["path"], path)
-        _distributed.barrier()
+        _processes.barrier()
     if error is not None:
         raise error
     if failed:

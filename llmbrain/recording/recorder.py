@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import _distributed
+from .. import distributed as _processes
 from .._atomic import replace_folder
 from .._outputs import check_output, output_kind, output_lock
 from ..corpus import TokenWindows, load_corpus, tokenize_windows
@@ -322,12 +322,12 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
                           "position": np.tile(positions.astype(np.int32), len(windows)),
                           "token_id": ids.astype(np.int32),
                           "token_text": _token_texts(tokenizer, ids)}))
-    show = progress and _distributed.rank() == 0
+    show = progress and _processes.rank() == 0
     if sink is not None or path is None:
         sink = sink or MemorySink()
         starts = list(range(0, len(windows), int(batch_size)))
         if parallel:
-            starts = starts[_distributed.rank()::_distributed.world_size()]
+            starts = starts[_processes.rank()::_processes.world_size()]
         return _run(model, adapter, windows.input_ids, starts,
                     RecordingLayout(batch_windows=int(batch_size), **layout), sink, show)
     store = dict(batch_size=int(batch_size), resume=resume, overwrite=overwrite, verify=verify,
@@ -348,11 +348,11 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
 
 def _check_distributed(distributed) -> bool:
     if distributed is None:
-        return _distributed.is_distributed()
-    if distributed and not _distributed.is_distributed():
+        return _processes.is_distributed()
+    if distributed and not _processes.is_distributed():
         raise ValueError("distributed=True needs an initialised torch.distributed process group "
                          "of several processes: launch with torchrun and call "
-                         "llmbrain._distributed.init_from_environment() first.")
+                         "llmbrain.distributed.init_from_environment() first.")
     return bool(distributed)
 
 

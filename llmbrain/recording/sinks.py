@@ -28,7 +28,7 @@ a sink that returns one (instead of None) receives views of it in the next
 When several processes record together (see :func:`llmbrain.record` under
 ``torchrun``), each process's sink receives that process's batches only; an
 estimator combines its sums in ``finish`` with
-:func:`llmbrain._distributed.all_reduce`.
+:func:`llmbrain.distributed.all_reduce`.
 
 :class:`ZarrSink` writes a store on disk (by a pool of writer threads, so the
 next forward pass runs meanwhile) and :class:`MemorySink` fills an in-memory
