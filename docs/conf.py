@@ -129,3 +129,15 @@ def _write_tutorials() -> None:
 _write_api()
 _write_tutorials()
 shutil.copyfile(ROOT / "CHANGELOG.md", HERE / "changelog.md")
+
+
+def _skip_metadata_requests(app, what, name, obj, skip, options):
+    """scikit-learn generates ``set_<method>_request`` methods (metadata routing) whose
+    docstrings point into scikit-learn's own documentation; they are not llmbrain's API."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_metadata_requests)
