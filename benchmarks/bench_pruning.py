@@ -27,9 +27,15 @@ Writes to ``--out``: ``results.csv`` (llmbrain's results table: validation
 and test rows), ``selection.csv`` (the validation grid), ``pruning.md`` (the
 tables for people, with the command) and ``pruning-curve.png``.
 
-Full run (about an hour on 2 CPU cores; minutes on a GPU)::
+The committed CPU run (``benchmarks/results/pruning``; about 40 minutes on 2 cores, the
+number of networks and the protected layers having been chosen on validation before)::
 
-    python benchmarks/bench_pruning.py --out benchmarks/results/pruning
+    python benchmarks/bench_pruning.py --criteria networks,flap,wanda-sp,contextual,random \
+        --network-components 64 --protections first3-last2 --val-windows 32 \
+        --test-windows 128 --tasks arc_easy --limit 300 --out benchmarks/results/pruning
+
+Everything, with its defaults (hours on a CPU; minutes on a GPU)::
+
     python benchmarks/bench_pruning.py --device cuda --out benchmarks/results/pruning-gpu
 
 Quick check::
@@ -53,7 +59,7 @@ import torch
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CRITERIA = ("networks", "flap", "wanda-sp", "contextual", "magnitude", "random")
-PROTECTIONS = {"none": (0, 0), "first 3, last 2": (3, 2)}
+PROTECTIONS = {"none": (0, 0), "first3-last2": (3, 2)}
 
 
 def parse_args(argv=None):
@@ -66,9 +72,14 @@ def parse_args(argv=None):
     parser.add_argument("--grid", default="full", choices=("full", "published"),
                         help="plan options tried on validation: the full grid, or only each "
                              "criterion's published options")
+    parser.add_argument("--protections", default="none,first3-last2",
+                        help="protected layers tried in the grid: "
+                             + ", ".join(PROTECTIONS))
     parser.add_argument("--calibration", default=str(DATA / "calibration" / "c4" /
                                                      "c4_en_train_first1000.jsonl"))
     parser.add_argument("--calibration-tokens", type=int, default=16384)
+    parser.add_argument("--compensation-tokens", type=int, default=4096,
+                        help="calibration tokens the progressive bias compensation runs on")
     parser.add_argument("--network-components", default="scaled,64",
                         help="networks per layer tried on validation (comma-separated; "
                              "'scaled' follows llmbrain.networks.scaled_components)")
@@ -108,14 +119,14 @@ def validation_text(path: str) -> str:
     return "\n\n".join(table.column(column).to_pylist())
 
 
-def plan_grid(criterion: str, grid: str):
+def plan_grid(criterion: str, grid: str, protections):
     from llmbrain.pruning import PUBLISHED, PlanOptions
 
     if grid == "published":
         return [PUBLISHED[criterion]]
     return [PlanOptions(allocation, first, last, bias)
             for allocation, (first, last), bias in itertools.product(
-                ("uniform", "global", "adaptive"), PROTECTIONS.values(),
+                ("uniform", "global", "adaptive"), [PROTECTIONS[p] for p in protections],
                 ("none", "progressive"))]
 
 
@@ -154,6 +165,7 @@ def main(argv=None) -> int:
                                max_tokens=args.calibration_tokens)
     stats = collect_calibration_stats(model, tokenizer, windows, window=256,
                                       batch_size=args.batch_size, progress=False)
+    compensation = windows.input_ids[:max(1, args.compensation_tokens // 256)]
     log(f"calibration statistics over {stats.attrs['n_tokens']:,} tokens")
 
     val_name, test_name = "wikitext2-validation", "wikitext2-test"
@@ -176,7 +188,7 @@ def main(argv=None) -> int:
                                       tokens_per_run=args.network_tokens, window=256,
                                       batch_size=args.batch_size, random_state=0, verbose=0)
             table, _, _ = compare_pruning(model, ["networks"], sparsities, validate,
-                                          calibration=stats, calibration_windows=windows,
+                                          calibration=stats, calibration_windows=compensation,
                                           networks=fitted[k], progress=False)
             scores[k] = table.loc[table["metric"] == "perplexity", "value"].mean()
             log(f"networks with n_components={k}: mean validation perplexity {scores[k]:.2f}")
@@ -188,10 +200,10 @@ def main(argv=None) -> int:
     grid_rows, val_tables = [], []
     for criterion in criteria:
         seeds = {criterion: [0]}
-        for options in plan_grid(criterion, args.grid):
+        for options in plan_grid(criterion, args.grid, args.protections.split(",")):
             table, _, _ = compare_pruning(model, [criterion], sparsities, validate, options=options,
                                           seeds=seeds, calibration=stats,
-                                          calibration_windows=windows, networks=networks,
+                                          calibration_windows=compensation, networks=networks,
                                           progress=False)
             val_tables.append(table)
             for _, row in table[table["metric"] == "perplexity"].iterrows():
@@ -218,7 +230,7 @@ def main(argv=None) -> int:
             for plan, options in runs:
                 table, _, _ = compare_pruning(model, [criterion], [sparsity], test,
                                               options=options, seeds=seeds, calibration=stats,
-                                              calibration_windows=windows, networks=networks,
+                                              calibration_windows=compensation, networks=networks,
                                               progress=False)
                 tables.append(table)
                 first = table.iloc[0]
@@ -241,7 +253,7 @@ def main(argv=None) -> int:
             options = PlanOptions(**{k: chosen[k] for k in PlanOptions.__dataclass_fields__})
             table, _, _ = compare_pruning(model, [criterion], [sparsity], zeroshot,
                                           options=options, seeds={"random": [0]},
-                                          calibration=stats, calibration_windows=windows,
+                                          calibration=stats, calibration_windows=compensation,
                                           networks=networks, progress=False)
             tables.append(table)
         log("zero-shot done")
@@ -261,7 +273,8 @@ def main(argv=None) -> int:
              f"Calibration: {stats.attrs['n_tokens']:,} C4 tokens. Validation (every choice): "
              f"{args.val_windows} windows of 128 tokens of WikiText-2 validation. Test: "
              f"{args.test_windows} windows of 128 tokens of WikiText-2 test "
-             f"({args.test_windows * 128:,} tokens). Networks: {args.network_runs} runs x "
+             f"({args.test_windows * 128:,} tokens). Progressive bias compensation on "
+             f"{compensation.size:,} calibration tokens. Networks: {args.network_runs} runs x "
              f"{args.network_tokens:,} tokens, up and act voxels, n_components={chosen_k} "
              "(chosen on validation). Random: mean ± sd over "
              f"{len(random_seeds)} seeds. Device: {args.device}; "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_CORPUS", "TokenWindows", "corpus_fingerprint", "load_corpus",
+__all__ = ["DEFAULT_CORPUS", "TokenWindows", "corpus_fingerprint", "load_corpus", "read_jsonl",
            "tokenize_windows"]
 
 #: Name that selects the built-in corpus (CPython's documentation topics).
@@ -48,15 +48,42 @@ def _read_text(path: Path, encoding: str) -> str:
             "encoding=...; a binary file is no corpus.") from None
 
 
-def _read_jsonl(path: Path, field: str, encoding: str) -> list[str]:
-    documents = []
+def read_jsonl(path, *, limit: int | None = None, encoding: str = "utf-8"
+               ) -> list[tuple[int, object]]:
+    """The records of a JSON Lines file, with their line numbers.
+
+    Blank lines are skipped; a line that is not JSON, or bytes that are not
+    ``encoding``, raise a ``ValueError`` that names the file and the line.
+
+    Parameters
+    ----------
+    path : str or path
+    limit : int, optional
+        Stop after this many records.
+    encoding : str, default="utf-8"
+
+    Returns
+    -------
+    list of (int, object)
+        ``(line number, record)`` pairs.
+    """
+    path = Path(path)
+    records = []
     for number, line in enumerate(_read_text(path, encoding).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            records.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}, line {number}: not valid JSON ({err}).") from None
+        if limit is not None and len(records) >= limit:
+            break
+    return records
+
+
+def _read_jsonl(path: Path, field: str, encoding: str) -> list[str]:
+    documents = []
+    for number, record in read_jsonl(path, encoding=encoding):
         if not isinstance(record, dict) or field not in record:
             found = sorted(record) if isinstance(record, dict) else type(record).__name__
             raise ValueError(f"{path}, line {number}: no field {field!r}; the record has "

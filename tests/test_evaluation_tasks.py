@@ -107,6 +107,17 @@ def test_winogrande_from_file(tmp_path):
     assert item.continuations == (" and it broke.",) * 2
 
 
+def test_a_broken_task_file_names_its_line(tmp_path):
+    path = tmp_path / "w.jsonl"
+    good = json.dumps({"sentence": "A _ b.", "option1": "x", "option2": "y", "answer": "1"})
+    path.write_text(good + "\n\n" + '{"sentence": "cut' + "\n")
+    with pytest.raises(ValueError, match=r"w.jsonl, line 3: not valid JSON"):
+        load_winogrande(path)
+    path.write_bytes(good.encode() + b"\n" + b'{"sentence": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"line 2, column"):
+        load_winogrande(path)
+
+
 @needs_data
 def test_boolq_prompt_rebuilt_as_lm_eval():
     item = load_task("boolq", SHARED_DATA, limit=1)[0]

@@ -39,11 +39,12 @@ Where the local files are conversions, the prompts are rebuilt as follows:
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..corpus import read_jsonl
 
 __all__ = [
     "LM_EVAL_METRICS",
@@ -133,14 +134,7 @@ def _path(path) -> Path:
 
 
 def _jsonl(path: Path, limit: int | None) -> list[dict]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                records.append(json.loads(line))
-                if limit is not None and len(records) >= limit:
-                    break
-    return records
+    return [record for _, record in read_jsonl(path, limit=limit)]
 
 
 def _labels(path: Path, limit: int | None) -> list[int]:
