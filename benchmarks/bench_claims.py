@@ -58,6 +58,9 @@ def parse_args(argv=None):
                         help="(a) run sizes")
     parser.add_argument("--n-components", type=int, default=16,
                         help="(a, c) networks per layer")
+    parser.add_argument("--pruning-components", type=int, default=64,
+                        help="(c) networks per layer (64: chosen on validation text by "
+                             "bench_pruning)")
     parser.add_argument("--n-shuffles", type=int, default=5, help="(a) null draws")
     parser.add_argument("--networks-tokens", type=int, default=8192,
                         help="(b, c) tokens the networks are fitted on")
@@ -156,16 +159,14 @@ def part_ablation(model, tokenizer, args, rows, lines):
 def part_pruning(model, tokenizer, args, rows, lines):
     from llmbrain.corpus import load_corpus, tokenize_windows
     from llmbrain.evaluation import perplexity
-    from llmbrain.networks import FunctionalNetworks, NetworkRecurrence
+    from llmbrain.networks import find_networks
     from llmbrain.pruning import PlanOptions, network_scores, prune
 
-    acts = record_calibration(model, tokenizer, args, args.networks_tokens, hook=("up", "act"))
-    fitted = NetworkRecurrence(FunctionalNetworks(args.n_components, method="fastica",
-                                                  fun="cube", scope="layer", n_init=1,
-                                                  max_iter=300, verbose=0),
-                               n_runs=2, verbose=0).fit(acts)
+    windows = tokenize_windows(load_corpus(args.calibration), tokenizer, 256,
+                               max_tokens=args.networks_tokens)
+    fitted = find_networks(model, tokenizer, windows, n_components=args.pruning_components,
+                           n_runs=2, tokens_per_run=args.networks_tokens // 2, verbose=0)
     scores = network_scores(fitted)
-    windows = tokenize_windows(load_corpus(args.calibration), tokenizer, 256, max_tokens=8192)
     options = PlanOptions("global", 3, 2, "progressive")
     text = heldout_text(args)
     lines.append(f"(c) pruning with the networks kept vs without them ({options.describe()}), "

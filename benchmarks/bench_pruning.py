@@ -136,6 +136,22 @@ def prefix(text: str, windows: int, window: int = 128) -> str:
     return text[:windows * window * 12]
 
 
+def figure(results: pd.DataFrame, chosen: pd.DataFrame, test_name: str, path: Path) -> None:
+    """Test perplexity against sparsity, one line per criterion with its options chosen on
+    validation (which may differ between sparsities)."""
+    from llmbrain.plotting import plot_pruning_curves
+
+    keys = list(chosen.columns)
+    test = results[(results["dataset"] == test_name) & (results["metric"] == "perplexity")]
+    curve = test.merge(chosen, on=keys, how="inner")
+    dense = test[test["criterion"] == "dense"]
+    curve = pd.concat([dense, curve]).assign(allocation="", protected_layers="",
+                                             bias_compensation="")
+    fig = plot_pruning_curves(curve, metrics=("perplexity",))
+    fig.axes[0].set_title(f"{test_name}\nplan options chosen on validation", fontsize=10)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -145,7 +161,6 @@ def main(argv=None) -> int:
     from llmbrain.evaluation import compare_pruning, evaluate_model, load_wikitext2
     from llmbrain.evaluation.results import results_table, save_results, summarize_seeds
     from llmbrain.networks import find_networks
-    from llmbrain.plotting import plot_pruning_curves
     from llmbrain.pruning import PUBLISHED, PlanOptions, collect_calibration_stats
 
     command = "python " + shlex.join(["benchmarks/bench_pruning.py", *sys.argv[1:]])
@@ -300,13 +315,8 @@ def main(argv=None) -> int:
             lines.append(f"| {row['criterion']} | {row['sparsity']:.0%} | "
                          + " | ".join(f"{row[t]:.3f}" for t in tasks) + " |")
     (out / "pruning.md").write_text("\n".join(lines) + "\n")
-    chosen_rows = merged[merged["plan"] != "published"]
-    curve = results[(results["dataset"] == test_name) & (results["metric"] == "perplexity")]
-    curve = curve.merge(chosen_rows[keys], on=keys, how="inner")
-    dense_rows = results[(results["criterion"] == "dense") & (results["dataset"] == test_name)
-                         & (results["metric"] == "perplexity")]
-    plot_pruning_curves(pd.concat([dense_rows, curve]), metrics=("perplexity",),
-                        output_file=out / "pruning-curve.png")
+    figure(results, merged[merged["plan"] != "published"][keys], test_name,
+           out / "pruning-curve.png")
     print("\n".join(lines))
     return 0
 
