@@ -20,8 +20,15 @@ Three claims of arXiv 2502.20408 / 2508.05239, each measured against a control:
     (several seeds), all with the same plan options.
 
 Calibration and network text: C4 (train). Held-out text: WikiText-2 test, a
-fixed prefix. Writes ``claims.csv`` (tidy results table), ``claims.txt`` (the
-figures with their nulls and the command) and ``claims.png`` to ``--out``.
+fixed prefix. Writes ``claims.csv`` (every measurement), ``ablation.csv`` (each
+network against its controls, :func:`llmbrain.interventions.summarize_interventions`)
+and ``claims.txt`` (the figures with their nulls and the command) to ``--out``.
+
+The committed run (``benchmarks/results/claims``, about 10 minutes on 2 CPU cores)::
+
+    python benchmarks/bench_claims.py --tokens-per-run 512,1024,2048,4096 --n-controls 10 \
+        --max-windows 16 --whole-model-components 10 --networks-tokens 8192 \
+        --sparsities 0.2,0.5 --random-seeds 3 --out benchmarks/results/claims
 
 Quick check::
 
