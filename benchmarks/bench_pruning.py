@@ -158,10 +158,15 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     import llmbrain
     from llmbrain.corpus import load_corpus, tokenize_windows
-    from llmbrain.evaluation import compare_pruning, evaluate_model, load_wikitext2
+    from llmbrain.evaluation import evaluate_model, load_wikitext2
     from llmbrain.evaluation.results import results_table, save_results, summarize_seeds
     from llmbrain.networks import find_networks
-    from llmbrain.pruning import PUBLISHED, PlanOptions, collect_calibration_stats
+    from llmbrain.pruning import (
+        PUBLISHED,
+        PlanOptions,
+        collect_calibration_stats,
+        compare_pruning,
+    )
 
     command = "python " + shlex.join(["benchmarks/bench_pruning.py", *sys.argv[1:]])
     out = Path(args.out)

@@ -15,7 +15,7 @@ of a public stage function that the tutorials and benchmarks use too:
    ablated and amplified against matched random controls;
 5. :func:`llmbrain.networks.find_networks` (the recipe's per-layer networks
    that feed pruning), :func:`llmbrain.pruning.calibration_stats_from_activations`
-   and :func:`llmbrain.evaluation.compare_pruning`: every criterion pruned with
+   and :func:`llmbrain.pruning.compare_pruning`: every criterion pruned with
    its published plan options and evaluated on the held-out documents;
 6. :func:`llmbrain.report.build_report`: the report folder.
 
@@ -123,7 +123,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
         seeds. The model pruned by the first criterion is saved.
     options : PlanOptions or dict of str to PlanOptions, optional
         Plan options for every criterion, or per criterion (see
-        :func:`llmbrain.evaluation.compare_pruning`); default each criterion's
+        :func:`llmbrain.pruning.compare_pruning`); default each criterion's
         published options.
     n_interventions : int, default=3
         Networks to ablate and amplify (the largest ones).
@@ -153,13 +153,22 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     import pandas as pd
 
     from .corpus import load_corpus, tokenize_windows
-    from .evaluation import compare_pruning, evaluate_model
+    from .evaluation import evaluate_model
     from .evaluation.results import results_table, save_results
     from .interventions import intervene_on_networks
     from .models import load_model
-    from .networks import (KEY_NEURON_THRESHOLD, FunctionalNetworks, NetworkRecurrence,
-                           find_networks, save_networks)
-    from .pruning import calibration_stats_from_activations, save_pruned
+    from .networks import (
+        KEY_NEURON_THRESHOLD,
+        FunctionalNetworks,
+        NetworkRecurrence,
+        find_networks,
+        save_networks,
+    )
+    from .pruning import (
+        calibration_stats_from_activations,
+        compare_pruning,
+        save_pruned,
+    )
     from .recording import record
     from .report import PUBLISHED_CLAIMS, Methods, build_report
 

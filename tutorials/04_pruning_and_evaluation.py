@@ -51,14 +51,31 @@ from IPython.display import display
 import llmbrain
 from llmbrain import plotting
 from llmbrain.corpus import load_corpus, tokenize_windows
-from llmbrain.datasets import DatasetNotFoundError, fetch_c4, fetch_wikitext2, fetch_zeroshot_tasks
-from llmbrain.evaluation import (compare_pruning, count_parameters, evaluate_model,
-                                 load_wikitext2, measure_efficiency)
+from llmbrain.datasets import (
+    DatasetNotFoundError,
+    fetch_c4,
+    fetch_wikitext2,
+    fetch_zeroshot_tasks,
+)
+from llmbrain.evaluation import (
+    count_parameters,
+    evaluate_model,
+    load_wikitext2,
+    measure_efficiency,
+)
 from llmbrain.evaluation.results import to_wide
 from llmbrain.interventions import ablate
 from llmbrain.networks import find_networks
-from llmbrain.pruning import (CRITERIA, PUBLISHED, PlanOptions, collect_calibration_stats,
-                              load_pruned, prune, save_pruned)
+from llmbrain.pruning import (
+    CRITERIA,
+    PUBLISHED,
+    PlanOptions,
+    collect_calibration_stats,
+    compare_pruning,
+    load_pruned,
+    prune,
+    save_pruned,
+)
 from llmbrain.report import PUBLISHED_CLAIMS, interpret
 
 N_TOKENS = int(os.environ.get("LLMBRAIN_TUTORIAL_TOKENS", 1024))  # calibration tokens

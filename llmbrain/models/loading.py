@@ -273,7 +273,9 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
                     f"{path} exists but holds no config.json: give a folder written by "
                     "save_pretrained, a .gguf file, a hub id, or 'default'.")
             if "llmbrain_pruning" in json.loads((path / "config.json").read_text()):
-                from ..pruning import load_pruned  # layers may keep different neuron counts
+                from .pruned import (
+                    load_pruned,  # layers may keep different neuron counts
+                )
 
                 model, tokenizer = load_pruned(path, dtype=dtype)
                 if tokenizer is None:

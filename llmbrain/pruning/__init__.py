@@ -1,12 +1,13 @@
 """Structural pruning of MLP neurons: criteria, plans, application, saving."""
 
+from ..models.pruned import load_pruned, resize_mlps, save_pruned
 from .calibration import (STATISTICS, calibration_stats_from_activations,
                           collect_calibration_stats, layer_statistic)
+from .compare import compare_pruning
 from .criteria import CRITERIA, check_criterion, network_scores, score_neurons
-from .io import load_pruned, save_pruned
 from .plan import ALLOCATIONS, PruningPlan, make_plan
 from .recipes import BIAS_COMPENSATIONS, PUBLISHED, PlanOptions, prune
-from .structural import prune_layer, prune_model, resize_mlps
+from .structural import prune_layer, prune_model
 
 __all__ = [
     "ALLOCATIONS",
@@ -19,6 +20,7 @@ __all__ = [
     "calibration_stats_from_activations",
     "check_criterion",
     "collect_calibration_stats",
+    "compare_pruning",
     "layer_statistic",
     "load_pruned",
     "make_plan",

@@ -11,7 +11,7 @@ mean-ablating it.
 The new per-layer sizes are written to ``model.config``: the model's
 intermediate size when every layer has the same width, and always the entry
 ``llmbrain_pruning = {"neurons_per_layer": [...], "down_bias_layers": [...]}``
-that :func:`~llmbrain.pruning.load_pruned` uses to rebuild the shapes.
+that :func:`~llmbrain.models.pruned.load_pruned` uses to rebuild the shapes.
 """
 
 from __future__ import annotations
@@ -20,39 +20,20 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers.pytorch_utils import Conv1D
 
 from ..models.adapters import ArchitectureAdapter, get_adapter
 from ..models.layerwise import LayerwiseRunner
 from ..models.neurons import neuron_values
+from ..models.pruned import CONFIG_KEY, new_projection
 from .plan import PruningPlan
 
-__all__ = ["prune_layer", "prune_model", "record_config", "remember_widths", "resize_mlps"]
-
-CONFIG_KEY = "llmbrain_pruning"
-
-
-def _projection(like: nn.Module, n_in: int, n_out: int, bias: bool, conv1d: bool) -> nn.Module:
-    """An uninitialised projection of ``like``'s type, device and dtype."""
-    weight = like.weight
-    with torch.device("meta"):
-        module = Conv1D(n_out, n_in) if conv1d else nn.Linear(n_in, n_out, bias=bias)
-    shape = (n_in, n_out) if conv1d else (n_out, n_in)
-    module.weight = nn.Parameter(torch.empty(shape, dtype=weight.dtype, device=weight.device),
-                                 requires_grad=weight.requires_grad)
-    if bias:
-        module.bias = nn.Parameter(torch.zeros(n_out, dtype=weight.dtype, device=weight.device),
-                                   requires_grad=weight.requires_grad)
-    else:
-        module.bias = None
-    return module
-
+__all__ = ["prune_layer", "prune_model", "record_config", "remember_widths"]
 
 def _slice_up(module: nn.Module, keep: torch.Tensor, n: int, adapter: ArchitectureAdapter):
     rows = torch.cat([keep, keep + n]) if adapter.fused_gate_up else keep
     weight = module.weight
     n_in = weight.shape[0] if adapter.conv1d else weight.shape[1]
-    new = _projection(module, n_in, rows.numel(), module.bias is not None, adapter.conv1d)
+    new = new_projection(module, n_in, rows.numel(), module.bias is not None, adapter.conv1d)
     with torch.no_grad():
         new.weight.copy_(weight[:, rows] if adapter.conv1d else weight[rows])
         if module.bias is not None:
@@ -71,7 +52,7 @@ def _slice_down(module: nn.Module, keep: torch.Tensor, adapter: ArchitectureAdap
     old = module.weight
     n_out = old.shape[1] if adapter.conv1d else old.shape[0]
     has_bias = module.bias is not None or bias is not None
-    new = _projection(module, keep.numel(), n_out, has_bias, adapter.conv1d)
+    new = new_projection(module, keep.numel(), n_out, has_bias, adapter.conv1d)
     with torch.no_grad():
         if weight is None:
             weight = old[keep].T if adapter.conv1d else old[:, keep]
@@ -250,30 +231,3 @@ def remember_widths(model: nn.Module) -> None:
     if not getattr(model.config, CONFIG_KEY, None):
         setattr(model.config, CONFIG_KEY,
                 {"original_neurons_per_layer": get_adapter(model).neurons_per_layer(model)})
-
-
-def resize_mlps(model: nn.Module, neurons_per_layer, down_bias_layers=()) -> nn.Module:
-    """Give every MLP the recorded widths (uninitialised weights).
-
-    Used to rebuild a pruned model's structure before loading its weights.
-    """
-    adapter = get_adapter(model)
-    if len(neurons_per_layer) != adapter.n_layers(model):
-        raise ValueError(f"The pruning record has {len(neurons_per_layer)} layers, the model "
-                         f"{adapter.n_layers(model)}.")
-    for layer, n in enumerate(neurons_per_layer):
-        n = int(n)
-        mlp = adapter.mlp_module(model, layer)
-        add_bias = layer in set(down_bias_layers)
-        if adapter.n_neurons(model, layer) == n and not add_bias:
-            continue
-        rows = 2 * n if adapter.fused_gate_up else n
-        for name in adapter.up:
-            old = getattr(mlp, name)
-            n_in = old.weight.shape[0] if adapter.conv1d else old.weight.shape[1]
-            setattr(mlp, name, _projection(old, n_in, rows, old.bias is not None, adapter.conv1d))
-        old = getattr(mlp, adapter.down)
-        n_out = old.weight.shape[1] if adapter.conv1d else old.weight.shape[0]
-        setattr(mlp, adapter.down,
-                _projection(old, n, n_out, old.bias is not None or add_bias, adapter.conv1d))
-    return model

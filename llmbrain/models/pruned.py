@@ -28,13 +28,61 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from .._atomic import atomic_write
 from .._outputs import write_output
-from ..models.adapters import get_adapter
-from .structural import CONFIG_KEY, resize_mlps
+from .adapters import get_adapter
 
-__all__ = ["PLAN_FILE", "load_pruned", "save_pruned"]
+__all__ = ["CONFIG_KEY", "PLAN_FILE", "load_pruned", "new_projection", "resize_mlps",
+           "save_pruned"]
+
+#: Entry of ``model.config`` that records a pruned model's per-layer widths.
+CONFIG_KEY = "llmbrain_pruning"
+
+
+def new_projection(like: nn.Module, n_in: int, n_out: int, bias: bool, conv1d: bool) -> nn.Module:
+    """An uninitialised projection of ``like``'s type, device and dtype."""
+    weight = like.weight
+    with torch.device("meta"):
+        module = Conv1D(n_out, n_in) if conv1d else nn.Linear(n_in, n_out, bias=bias)
+    shape = (n_in, n_out) if conv1d else (n_out, n_in)
+    module.weight = nn.Parameter(torch.empty(shape, dtype=weight.dtype, device=weight.device),
+                                 requires_grad=weight.requires_grad)
+    if bias:
+        module.bias = nn.Parameter(torch.zeros(n_out, dtype=weight.dtype, device=weight.device),
+                                   requires_grad=weight.requires_grad)
+    else:
+        module.bias = None
+    return module
+
+
+def resize_mlps(model: nn.Module, neurons_per_layer, down_bias_layers=()) -> nn.Module:
+    """Give every MLP the recorded widths (uninitialised weights).
+
+    Used to rebuild a pruned model's structure before loading its weights.
+    """
+    adapter = get_adapter(model)
+    if len(neurons_per_layer) != adapter.n_layers(model):
+        raise ValueError(f"The pruning record has {len(neurons_per_layer)} layers, the model "
+                         f"{adapter.n_layers(model)}.")
+    for layer, n in enumerate(neurons_per_layer):
+        n = int(n)
+        mlp = adapter.mlp_module(model, layer)
+        add_bias = layer in set(down_bias_layers)
+        if adapter.n_neurons(model, layer) == n and not add_bias:
+            continue
+        rows = 2 * n if adapter.fused_gate_up else n
+        for name in adapter.up:
+            old = getattr(mlp, name)
+            n_in = old.weight.shape[0] if adapter.conv1d else old.weight.shape[1]
+            setattr(mlp, name, new_projection(old, n_in, rows, old.bias is not None, adapter.conv1d))
+        old = getattr(mlp, adapter.down)
+        n_out = old.weight.shape[1] if adapter.conv1d else old.weight.shape[0]
+        setattr(mlp, adapter.down,
+                new_projection(old, n, n_out, old.bias is not None or add_bias, adapter.conv1d))
+    return model
+
 
 #: Name of the plan file :func:`save_pruned` writes next to the weights.
 PLAN_FILE = "pruning_plan.json"

@@ -3,9 +3,9 @@
 :func:`compare_pruning` is the pruning-and-evaluation stage that the
 pipeline, the benchmarks and the tutorials share: for every criterion,
 sparsity and seed it prunes a copy of the model with
-:func:`llmbrain.pruning.prune` (scores are computed once per criterion and
+:func:`~llmbrain.pruning.prune` (scores are computed once per criterion and
 seed) and evaluates it with a function of the caller's choice (usually a
-:func:`functools.partial` of :func:`evaluate_model`), adding the pruning
+:func:`functools.partial` of :func:`~llmbrain.evaluation.evaluate_model`), adding the pruning
 settings as columns of the results table.
 """
 
@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .results import results_table
+from ..evaluation.results import results_table
+from .criteria import check_criterion, score_neurons
+from .recipes import PUBLISHED, PlanOptions, prune
 
 __all__ = ["compare_pruning"]
 
@@ -47,7 +49,7 @@ def compare_pruning(model, criteria: Sequence[str], sparsities: Sequence[float],
     seeds : dict of str to sequence of int, optional
         Seeds per criterion (e.g. ``{"random": [0, 1, 2]}``); default ``[0]``.
     calibration, calibration_windows, networks
-        Passed to :func:`llmbrain.pruning.prune`.
+        Passed to :func:`~llmbrain.pruning.prune`.
     keep_models : sequence of (criterion, sparsity)
         Pruned models to return, of the criterion's first seed (the others
         are freed after evaluation).
@@ -61,8 +63,6 @@ def compare_pruning(model, criteria: Sequence[str], sparsities: Sequence[float],
     models : dict of (criterion, sparsity) to model
         The models named in ``keep_models``.
     """
-    from ..pruning import PUBLISHED, PlanOptions, check_criterion, prune, score_neurons
-
     criteria = [check_criterion(c) for c in criteria]
     if isinstance(options, PlanOptions) or options is None:
         options = {c: options or PUBLISHED.get(c, PlanOptions()) for c in criteria}
