@@ -30,8 +30,8 @@ tables for people, with the command) and ``pruning-curve.png``.
 The committed CPU run (``benchmarks/results/pruning``; about 40 minutes on 2 cores, the
 number of networks and the protected layers having been chosen on validation before)::
 
-    python benchmarks/bench_pruning.py --criteria networks,flap,wanda-sp,contextual,random \
-        --network-components 64 --protections first3-last2 --val-windows 32 \
+    python benchmarks/bench_pruning.py --sparsities 0.2,0.5 \
+        --criteria networks,flap,wanda-sp,contextual,random --network-components 64 --protections first3-last2 --val-windows 32 \
         --test-windows 128 --tasks arc_easy --limit 300 --out benchmarks/results/pruning
 
 Everything, with its defaults (hours on a CPU; minutes on a GPU)::
@@ -67,7 +67,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="model for llmbrain.load_model")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    parser.add_argument("--sparsities", default="0.2,0.5", help="comma-separated sparsities")
+    parser.add_argument("--sparsities", default="0.1,0.2,0.3,0.5",
+                        help="comma-separated sparsities")
     parser.add_argument("--criteria", default=",".join(CRITERIA))
     parser.add_argument("--grid", default="full", choices=("full", "published"),
                         help="plan options tried on validation: the full grid, or only each "
@@ -94,7 +95,8 @@ def parse_args(argv=None):
                                                   "test.hf_rows_newline_joined.txt"))
     parser.add_argument("--test-windows", type=int, default=320)
     parser.add_argument("--zeroshot-root", default=str(DATA))
-    parser.add_argument("--tasks", default="arc_easy,piqa")
+    parser.add_argument("--tasks", default="boolq,piqa,hellaswag,winogrande,arc_easy,"
+                                           "arc_challenge,openbookqa")
     parser.add_argument("--limit", type=int, default=1000, help="items of each task")
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
