@@ -32,7 +32,8 @@ number of networks and the protected layers having been chosen on validation bef
 
     python benchmarks/bench_pruning.py --sparsities 0.2,0.5 \
         --criteria networks,flap,wanda-sp,contextual,random --network-components 64 \
-        --protections first3-last2 --val-windows 32 --test-windows 128 --tasks arc_easy --limit 300 --out benchmarks/results/pruning
+        --protections first3-last2 --val-windows 32 --test-windows 128 --tasks arc_easy \
+        --limit 300 --out benchmarks/results/pruning
 
 Everything, with its defaults (hours on a CPU; minutes on a GPU)::
 
