@@ -239,14 +239,18 @@ def main(argv=None) -> int:
     best = selection.loc[selection.groupby(["criterion", "sparsity"])
                          ["validation_perplexity"].idxmin()]
 
+    def chosen(criterion, sparsity) -> PlanOptions:
+        """The plan options that did best for ``criterion`` at ``sparsity`` on validation."""
+        row = best[(best["criterion"] == criterion) & (best["sparsity"] == sparsity)].iloc[0]
+        return PlanOptions(**{name: row[name] for name in PlanOptions.__dataclass_fields__})
+
     # test: published options and the options chosen on validation
     plan_of_rows = []
     random_seeds = list(range(args.random_seeds))
     for criterion in criteria:
         seeds = {"random": random_seeds}
         for sparsity in sparsities:
-            chosen = best[(best["criterion"] == criterion) & (best["sparsity"] == sparsity)].iloc[0]
-            chosen_options = PlanOptions(**{k: chosen[k] for k in PlanOptions.__dataclass_fields__})
+            chosen_options = chosen(criterion, sparsity)
             runs = [("published", PUBLISHED[criterion]), ("validation", chosen_options)]
             if chosen_options == PUBLISHED[criterion]:
                 runs = [("published = validation", chosen_options)]
@@ -272,8 +276,7 @@ def main(argv=None) -> int:
         tables.append(zeroshot(model))
         sparsity = min(sparsities)
         for criterion in criteria:
-            chosen = best[(best["criterion"] == criterion) & (best["sparsity"] == sparsity)].iloc[0]
-            options = PlanOptions(**{k: chosen[k] for k in PlanOptions.__dataclass_fields__})
+            options = chosen(criterion, sparsity)
             table, _, _ = compare_pruning(model, [criterion], [sparsity], zeroshot,
                                           options=options, seeds={"random": [0]},
                                           calibration=stats, calibration_windows=compensation,
