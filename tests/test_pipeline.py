@@ -1,14 +1,18 @@
 """The whole pipeline on a tiny model: every stage runs and the report is complete."""
 
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import xarray as xr
 
 from llmbrain import load_model, run_pipeline
 from llmbrain._testing import byte_tokenizer, tiny_model
 from llmbrain.corpus import load_corpus
 from llmbrain.evaluation.results import read_results
-from llmbrain.pipeline import split_documents
+from llmbrain.networks import load_networks
+from llmbrain.pipeline import largest_networks, split_documents
 from llmbrain.pruning import PUBLISHED
 
 
@@ -64,6 +68,18 @@ def test_interventions_have_matched_random_controls(report):
     counts = effects.groupby(["intervention", "condition"]).size().to_dict()
     assert counts == {("ablate", "network"): 1, ("ablate", "random"): 3,
                       ("amplify", "network"): 1, ("amplify", "random"): 3}
+    networks = load_networks(report / "networks").runs_[0]
+    assert set(effects["target"]) == {f"network {largest_networks(networks, 1)[0]}"}
+
+
+def test_interventions_target_the_largest_networks():
+    masks = xr.DataArray(np.zeros((4, 2, 5), dtype=bool), dims=("component", "layer", "neuron"),
+                         coords={"component": [0, 1, 2, 3]})
+    for component, size in enumerate([2, 0, 5, 3]):
+        masks[component].values.flat[:size] = True
+    networks = SimpleNamespace(network_masks_=masks)
+    assert largest_networks(networks, 2) == [2, 3]
+    assert largest_networks(networks, 10) == [2, 3, 0]      # a network without key neuron is left out
 
 
 def test_saved_pruned_model_loads(report):
