@@ -30,7 +30,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-__all__ = ["DEFAULT_CRITERIA", "largest_networks", "run_pipeline", "split_documents"]
+__all__ = ["DEFAULT_CRITERIA", "run_pipeline", "split_documents"]
 
 #: Criteria compared by default; the model pruned by the first one is saved.
 DEFAULT_CRITERIA = ("networks", "flap", "wanda-sp", "contextual", "magnitude", "random")
@@ -67,27 +67,6 @@ class _Steps:
         total = sum(s for _, s in self.steps)
         print(f"[{total:6.0f} s] {message} ({seconds:.0f} s)", flush=True)
         self.clock = time.perf_counter()
-
-
-def largest_networks(networks, n: int) -> list[int]:
-    """The ``n`` networks with the most key neurons (those with none left out), largest first.
-
-    Parameters
-    ----------
-    networks : FunctionalNetworks
-        Fitted.
-    n : int
-
-    Returns
-    -------
-    list of int
-        Network numbers, as ``intervene_on_networks(components=...)`` takes them.
-    """
-    masks = networks.network_masks_
-    sizes = masks.sum([d for d in masks.dims if d != "component"])
-    order = sorted(((int(size), int(c)) for c, size in zip(masks["component"].values,
-                                                           sizes.values)), reverse=True)
-    return [c for size, c in order[:int(n)] if size > 0]
 
 
 def _check_settings(criteria, sparsity, n_runs, n_controls) -> None:
@@ -176,7 +155,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     from .corpus import load_corpus, tokenize_windows
     from .evaluation import evaluate_model
     from .evaluation.results import results_table, save_results
-    from .interventions import intervene_on_networks
+    from .interventions import intervene_on_networks, largest_networks
     from .models import load_model
     from .networks import (
         KEY_NEURON_THRESHOLD,

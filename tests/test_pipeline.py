@@ -1,7 +1,6 @@
 """The whole pipeline on a tiny model: every stage runs and the report is complete."""
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,8 +10,9 @@ from llmbrain import load_model, run_pipeline
 from llmbrain._testing import byte_tokenizer, tiny_model
 from llmbrain.corpus import load_corpus
 from llmbrain.evaluation.results import read_results
+from llmbrain.interventions import largest_networks
 from llmbrain.networks import load_networks
-from llmbrain.pipeline import largest_networks, split_documents
+from llmbrain.pipeline import split_documents
 from llmbrain.pruning import PUBLISHED
 
 
@@ -77,9 +77,8 @@ def test_interventions_target_the_largest_networks():
                          coords={"component": [0, 1, 2, 3]})
     for component, size in enumerate([2, 0, 5, 3]):
         masks[component].values.flat[:size] = True
-    networks = SimpleNamespace(network_masks_=masks)
-    assert largest_networks(networks, 2) == [2, 3]
-    assert largest_networks(networks, 10) == [2, 3, 0]      # a network without key neuron is left out
+    assert largest_networks(masks, 2) == [2, 3]
+    assert largest_networks(masks, 10) == [2, 3, 0]      # a network without key neuron is left out
 
 
 def test_saved_pruned_model_loads(report):

@@ -30,12 +30,13 @@ Examples
 
 from ..models.neurons import neuron_indices  # noqa: F401  (its former home)
 from ._hooks import ablate, amplify, matched_random
-from ._networks import intervene_on_networks, summarize_interventions
+from ._networks import intervene_on_networks, largest_networks, summarize_interventions
 
 __all__ = [
     "ablate",
     "amplify",
     "intervene_on_networks",
+    "largest_networks",
     "matched_random",
     "summarize_interventions",
 ]

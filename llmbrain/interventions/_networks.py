@@ -26,7 +26,7 @@ from ..models.adapters import get_adapter
 from ..models.neurons import neuron_indices
 from ._hooks import ablate, amplify, matched_random
 
-__all__ = ["intervene_on_networks", "summarize_interventions"]
+__all__ = ["intervene_on_networks", "largest_networks", "summarize_interventions"]
 
 #: Interventions :func:`intervene_on_networks` applies.
 MODES = ("ablate", "amplify")
@@ -65,9 +65,35 @@ def _network_masks(networks) -> xr.DataArray:
     return masks.transpose("component", "layer", "neuron")
 
 
+def _sizes(masks: xr.DataArray) -> dict[int, int]:
+    """Key neurons of each network, by network number."""
+    counts = masks.sum(("layer", "neuron")).values.tolist()
+    return {int(c): int(n) for c, n in zip(masks["component"].values, counts)}
+
+
+def largest_networks(networks, n: int) -> list[int]:
+    """The ``n`` networks with the most key neurons (those with none left out), largest first.
+
+    Parameters
+    ----------
+    networks
+        As :func:`intervene_on_networks` takes them.
+    n : int
+
+    Returns
+    -------
+    list of int
+        Network numbers, for ``intervene_on_networks(components=...)``.
+    """
+    n = _check_int("n", n, 1)
+    sizes = _sizes(_network_masks(networks))
+    order = sorted(sizes, key=lambda c: (sizes[c], c), reverse=True)
+    return [c for c in order[:n] if sizes[c] > 0]
+
+
 def _chosen(masks: xr.DataArray, components) -> list[int]:
-    available = [int(c) for c in masks["component"].values]
-    sizes = dict(zip(available, masks.sum(("layer", "neuron")).values.tolist()))
+    sizes = _sizes(masks)
+    available = list(sizes)
     if components is None:
         empty = [c for c in available if sizes[c] == 0]
         if empty:
