@@ -132,14 +132,19 @@ def parse_positive(text: str) -> int:
     return _integer(text, 1)
 
 
+def parse_choices(text: str, choices, what: str) -> list[str]:
+    """Parse ``"a,b"`` into ``["a", "b"]``, each one of ``choices`` (duplicates dropped)."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in values if v not in choices]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"unknown {what} {unknown[0] if unknown else text!r}; "
+                                         f"choose from {', '.join(choices)}")
+    return list(dict.fromkeys(values))
+
+
 def parse_hooks(text: str) -> list[str]:
     """Parse ``"up,act"`` into ``["up", "act"]``."""
-    hooks = [h.strip() for h in text.split(",") if h.strip()]
-    unknown = [h for h in hooks if h not in HOOK_POINTS]
-    if unknown or not hooks:
-        raise argparse.ArgumentTypeError(f"unknown hook {unknown[0] if unknown else text!r}; "
-                                         f"choose from {', '.join(HOOK_POINTS)}")
-    return list(dict.fromkeys(hooks))
+    return parse_choices(text, HOOK_POINTS, "hook")
 
 
 def parse_window(text: str) -> int:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ._common import (add_batch_size_argument, add_max_windows_argument, add_model_arguments,
-                      add_random_state_argument, add_verb, add_window_argument, parse_int_list,
-                      parse_positive)
+                      add_random_state_argument, add_verb, add_window_argument, parse_choices,
+                      parse_int_list, parse_positive)
 
 _MODES = ("ablate", "amplify")
 
 
 def parse_modes(text: str) -> list[str]:
     """Parse ``"ablate,amplify"`` into ``["ablate", "amplify"]``."""
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in _MODES]
-    if unknown or not modes:
-        raise argparse.ArgumentTypeError(f"unknown intervention {unknown[0] if unknown else text!r}"
-                                         f"; choose from {', '.join(_MODES)}")
-    return list(dict.fromkeys(modes))
+    return parse_choices(text, _MODES, "intervention")
 
 
 def register(subparsers) -> None:
