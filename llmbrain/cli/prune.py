@@ -111,7 +111,7 @@ def run(args) -> int:
     from ..corpus import load_corpus, tokenize_windows
     from ..evaluation import count_parameters
     from ..models import load_model
-    from ..pruning import collect_calibration_stats, prune, save_pruned
+    from ..pruning import CALIBRATED_CRITERIA, collect_calibration_stats, prune, save_pruned
 
     out = Path(args.out)
     if args.criterion == "networks" and not args.networks:
@@ -125,7 +125,7 @@ def run(args) -> int:
               if p and Path(p).expanduser().exists()]
     check_output(out, "pruned-model", overwrite=args.overwrite, inputs=inputs)
     networks = open_networks(args.networks) if args.networks else None
-    calibrated = (args.criterion in ("contextual", "wanda-sp", "flap")
+    calibrated = (args.criterion in CALIBRATED_CRITERIA
                   or options.bias_compensation != "none")
     documents = load_corpus(args.calibration) if calibrated else None
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)

@@ -4,7 +4,8 @@ from ..models.pruned import load_pruned, resize_mlps, save_pruned
 from .calibration import (STATISTICS, calibration_stats_from_activations,
                           collect_calibration_stats, layer_statistic)
 from .compare import compare_pruning
-from .criteria import CRITERIA, check_criterion, network_scores, score_neurons
+from .criteria import (CALIBRATED_CRITERIA, CRITERIA, check_criterion, network_scores,
+                       score_neurons)
 from .plan import ALLOCATIONS, PruningPlan, make_plan
 from .recipes import BIAS_COMPENSATIONS, PUBLISHED, PlanOptions, prune
 from .structural import prune_layer, prune_model
@@ -12,6 +13,7 @@ from .structural import prune_layer, prune_model
 __all__ = [
     "ALLOCATIONS",
     "BIAS_COMPENSATIONS",
+    "CALIBRATED_CRITERIA",
     "CRITERIA",
     "PUBLISHED",
     "PlanOptions",

@@ -49,11 +49,13 @@ from torch import nn
 from ..models.adapters import get_adapter
 from .calibration import layer_statistic
 
-__all__ = ["CRITERIA", "check_criterion", "network_scores", "score_neurons"]
+__all__ = ["CALIBRATED_CRITERIA", "CRITERIA", "check_criterion", "network_scores",
+           "score_neurons"]
 
 #: Names accepted by :func:`score_neurons`.
 CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "random")
-_NEEDS_CALIBRATION = ("contextual", "wanda-sp", "flap")
+#: Criteria that score neurons from calibration statistics.
+CALIBRATED_CRITERIA = ("contextual", "wanda-sp", "flap")
 _NEEDS_NETWORKS = ("networks",)
 
 
@@ -188,7 +190,7 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: xr.Dataset |
         return scores
     layers = list(range(len(sizes))) if layers is None else [int(layer) for layer in layers]
     stats = {}
-    if criterion in _NEEDS_CALIBRATION:
+    if criterion in CALIBRATED_CRITERIA:
         if not isinstance(calibration, xr.Dataset):
             raise ValueError(f"criterion={criterion!r} needs calibration statistics: "
                              "calibration=collect_calibration_stats(model, tokenizer, corpus).")
