@@ -80,7 +80,7 @@ import pandas as pd
 
 from .._atomic import atomic_write
 
-__all__ = ["KEY_COLUMNS", "SCHEMA", "from_wide", "higher_is_better", "read_results",
+__all__ = ["KEY_COLUMNS", "SCHEMA", "against_controls", "from_wide", "higher_is_better", "read_results",
            "results_table", "save_results", "summarize_seeds", "to_wide"]
 
 
@@ -138,6 +138,43 @@ def higher_is_better(metric: str) -> bool:
     """Whether a larger value of ``metric`` is better (False for perplexity, losses,
     sizes and latencies; True for accuracies and throughput)."""
     return str(metric) not in _LOWER_IS_BETTER
+
+
+def against_controls(value: float, controls, metric: str, *, confidence: float = 0.95
+                     ) -> tuple[float, float, float]:
+    """A measurement against random controls of it.
+
+    Parameters
+    ----------
+    value : float
+        The measurement (e.g. perplexity with a network ablated, or its change).
+    controls : array-like of float
+        The same measurement for each random control (same scale as ``value``).
+    metric : str
+        Decides the direction of harm (:func:`higher_is_better`).
+    confidence : float, default=0.95
+
+    Returns
+    -------
+    low, high : float
+        The ``confidence`` prediction interval of one more control (Student's
+        t over the controls; NaN with fewer than 2).
+    p_value : float
+        The exact one-sided permutation p-value in the direction of harm,
+        ``(1 + k) / (1 + n)`` where ``k`` of the ``n`` controls are at least as
+        harmful as ``value``.
+    """
+    from scipy import stats
+
+    controls = np.asarray(controls, dtype=float)
+    n = controls.size
+    low = high = np.nan
+    if n >= 2:
+        half = (stats.t.ppf(0.5 + confidence / 2, n - 1) * controls.std(ddof=1)
+                * np.sqrt(1 + 1 / n))
+        low, high = controls.mean() - half, controls.mean() + half
+    harmful = controls <= value if higher_is_better(metric) else controls >= value
+    return float(low), float(high), (1 + int(harmful.sum())) / (1 + n)
 
 
 def _protected(value) -> str:

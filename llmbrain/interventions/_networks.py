@@ -21,7 +21,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..evaluation.perplexity import perplexity
-from ..evaluation.results import KEY_COLUMNS, higher_is_better, results_table
+from ..evaluation.results import KEY_COLUMNS, against_controls, results_table
 from ..models.adapters import get_adapter
 from ..models.neurons import neuron_indices
 from ._hooks import ablate, amplify, matched_random
@@ -359,8 +359,6 @@ def summarize_interventions(results, *, confidence: float = 0.95) -> pd.DataFram
        change  controls_mean_change  change_ratio  p_value
     0     4.0                  0.55         7.273    0.091
     """
-    from scipy import stats
-
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}.")
     table = results_table(results)
@@ -386,20 +384,14 @@ def summarize_interventions(results, *, confidence: float = 0.95) -> pd.DataFram
             raise ValueError(f"{fields['intervention']} {fields['target']} has no random "
                              "control (condition 'random') to compare with.")
         value = float(network.mean())
-        change, n = value - baseline, int(controls.size)
-        mean = float(controls.mean())
-        low = high = np.nan
-        if n >= 2:
-            half = (stats.t.ppf(0.5 + confidence / 2, n - 1) * controls.std(ddof=1)
-                    * np.sqrt(1 + 1 / n))
-            low, high = mean - half, mean + half
-        harmful = controls >= change if not higher_is_better(fields["metric"]) \
-            else controls <= change
+        change, mean = value - baseline, float(controls.mean())
+        low, high, p_value = against_controls(change, controls, fields["metric"],
+                                              confidence=confidence)
         rows.append({**fields, "baseline": baseline, "value": value, "change": change,
                      "controls_mean_change": mean,
                      "change_ratio": change / mean if mean else np.nan,
-                     "controls_low": low, "controls_high": high, "n_controls": n,
-                     "p_value": (1 + int(harmful.sum())) / (1 + n)})
+                     "controls_low": low, "controls_high": high,
+                     "n_controls": int(controls.size), "p_value": p_value})
     columns = _GROUP + ["intervention", "target", "baseline", "value", "change",
                         "controls_mean_change", "change_ratio", "controls_low", "controls_high",
                         "n_controls", "p_value"]

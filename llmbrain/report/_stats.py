@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..evaluation.results import higher_is_better, results_table, summarize_seeds
+from ..evaluation.results import (against_controls, higher_is_better, results_table,
+                                  summarize_seeds)
 
 __all__ = ["compare_to_controls", "speedups", "standard_error"]
 
@@ -49,8 +50,6 @@ def compare_to_controls(results, *, min_controls: int = 10, confidence: float = 
         The last two are NaN / False with fewer than ``min_controls``
         controls.
     """
-    from scipy import stats
-
     table = results_table(results)
     table = table[table["intervention"] != ""]
     rows = []
@@ -70,16 +69,13 @@ def compare_to_controls(results, *, min_controls: int = 10, confidence: float = 
         if n:
             mean = float(controls.mean())
             row.update(controls_mean=mean, ratio=value / mean if mean else np.nan)
-        if n >= 2:
-            half = (stats.t.ppf(0.5 + confidence / 2, n - 1) * controls.std(ddof=1)
-                    * np.sqrt(1 + 1 / n))
-            row.update(controls_low=mean - half, controls_high=mean + half)
-        if n >= max(min_controls, 2):
-            harmful_up = not higher_is_better(key[3])
-            harm = controls >= value if harmful_up else controls <= value
-            row["p_value"] = (1 + int(harm.sum())) / (1 + n)
-            row["beyond_controls"] = bool(value > row["controls_high"] if harmful_up
-                                          else value < row["controls_low"])
+            low, high, p_value = against_controls(value, controls, key[3],
+                                                  confidence=confidence)
+            row.update(controls_low=low, controls_high=high)
+            if n >= max(min_controls, 2):
+                row["p_value"] = p_value
+                row["beyond_controls"] = bool(value < low if higher_is_better(key[3])
+                                              else value > high)
         rows.append(row)
     return pd.DataFrame(rows, columns=models[:3] + keys + ["target_value", "controls_mean", "controls_low",
                                               "controls_high", "n_controls", "ratio", "p_value",
