@@ -34,6 +34,7 @@ _EXPORTS = {
     "register_adapter": "models",
     "FunctionalNetworks": "networks",
     "NetworkRecurrence": "networks",
+    "OnlineNetworks": "networks",
     "compare_runs": "networks",
     "load_networks": "networks",
     "save_networks": "networks",
@@ -79,8 +80,8 @@ if TYPE_CHECKING:  # what static tools see; at run time the names come from __ge
     from .evaluation import evaluate_zeroshot, measure_efficiency, perplexity
     from .interventions import ablate, amplify, intervene_on_networks, matched_random
     from .models import get_adapter, load_model, register_adapter
-    from .networks import (FunctionalNetworks, NetworkRecurrence, compare_runs, load_networks,
-                           save_networks)
+    from .networks import (FunctionalNetworks, NetworkRecurrence, OnlineNetworks, compare_runs,
+                           load_networks, save_networks)
     from .pipeline import run_pipeline
     from .pruning import (PruningPlan, load_pruned, make_plan, prune_model, save_pruned,
                           score_neurons)

@@ -34,6 +34,9 @@ def _worker(rank: int, world: int, folder: str) -> None:
         model, tokenizer = tiny_model("llama"), byte_tokenizer()
         record(model, tokenizer, _texts(), folder / "together.zarr", **KW)
         _check_sink_share(model, tokenizer, rank)
+        online = _online_networks(model, tokenizer)
+        if rank == 0:
+            np.savez(folder / "online-together.npz", **online)
         _crash_then_resume(model, tokenizer, rank, folder)
     finally:
         dist.destroy_process_group()
@@ -71,6 +74,18 @@ def _check_sink_share(model, tokenizer, rank: int) -> None:
     windows, tokens = record(model, tokenizer, _texts(), sink=Count(), **KW)
     assert windows == [0, 4, 8, 12] if rank == 0 else [2, 6, 10, 14]
     assert tokens == 15 * 32
+
+
+def _online_networks(model, tokenizer) -> dict:
+    """Online networks of the texts: the sketches of the processes add up."""
+    from llmbrain.networks import OnlineNetworks
+
+    fitted = record(model, tokenizer, _texts(), hook=("up", "act"),
+                    sink=OnlineNetworks(2, sketch_size=None, verbose=0).sink(), **KW)
+    return {"n_tokens": fitted.networks_.n_tokens_, "mean": fitted.networks_.mean_.values,
+            "scale": fitted.networks_.scale_.values,
+            "correlations": np.stack([s.centred_products().numpy()
+                                      for s in fitted._sketches[0]])}
 
 
 def _crash_then_resume(model, tokenizer, rank: int, folder: Path) -> None:
@@ -127,6 +142,9 @@ def test_two_processes_record_the_store_one_process_records(tmp_path, texts, tok
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     _identical(tmp_path / "alone.zarr", tmp_path / "together.zarr")
+    together = np.load(tmp_path / "online-together.npz")
+    for name, value in _online_networks(tiny_model("llama"), tokenizer).items():
+        np.testing.assert_allclose(together[name], value, rtol=1e-4, atol=1e-4, err_msg=name)
     _identical(tmp_path / "alone.zarr", tmp_path / "resumed-together.zarr")
     # a single process resumes a recording that two processes left unfinished
     interrupted = tmp_path / "resumed-alone.zarr"

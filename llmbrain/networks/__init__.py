@@ -4,6 +4,7 @@ from ._maps import KEY_NEURON_THRESHOLD, key_neurons, network_masks, threshold_f
 from .decomposition import FunctionalNetworks
 from .from_model import RECIPE_COMPONENTS, find_networks, scaled_components
 from .io import load_networks, save_networks
+from .online import OnlineNetworks
 from .recurrence import NetworkRecurrence, compare_runs, match_components
 from .synthetic import planted_networks
 
@@ -12,6 +13,7 @@ __all__ = [
     "FunctionalNetworks",
     "RECIPE_COMPONENTS",
     "NetworkRecurrence",
+    "OnlineNetworks",
     "compare_runs",
     "find_networks",
     "key_neurons",

@@ -286,8 +286,18 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
                                   **unit_info})
             bar.update()
         bar.close()
-        self._set_fitted(source, units, raw, moments, info)
+        self._set_fitted(units, raw, info, **self._space_of(source), mean=np.stack(
+            [m.mean.cpu().numpy() for m in moments], axis=1), scale=np.stack(
+            [m.std().cpu().numpy() for m in moments], axis=1))
         return self
+
+    @staticmethod
+    def _space_of(source: ActivationSource) -> dict:
+        """What :meth:`_set_fitted` needs to know of the fitted data."""
+        return dict(layers=source.layers, hooks=source.hooks,
+                    neurons=source.data["neuron"].values, n_tokens=source.n_tokens,
+                    attrs=source.attrs, layout=source.layout, mask_img=source.mask_img,
+                    input_type="images" if source.from_images else "activations")
 
     def _fit_source(self, X) -> ActivationSource:
         """``X`` as a source of the selected layers and hook points."""
@@ -376,7 +386,12 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         for block in blocks:
             group_pca.add(randomized_row_basis(block, per_group, generator=gen))
             del block
-        sources, ica_info = fastica(group_pca.components(), n_init=self.n_init, fun=self.fun,
+        return self._unmix(group_pca.components(), u, rng)
+
+    def _unmix(self, maps: torch.Tensor, u: int, rng):
+        """FastICA of a unit's PCA maps (k × voxels): the raw maps (float64) and the
+        unit's fit information."""
+        sources, ica_info = fastica(maps, n_init=self.n_init, fun=self.fun,
                                     max_iter=self.max_iter, tol=self.tol, random_state=rng)
         if not ica_info["converged"][ica_info["best"]]:
             warnings.warn(f"FastICA did not converge within max_iter={self.max_iter} for the kept "
@@ -399,19 +414,18 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
                                  **(self.backend_params or {}))
         return maps.reshape(self.n_components, -1), {"seed": seed}
 
-    def _set_fitted(self, source, units, raw, moments, info) -> None:
-        """Fitted attributes from the raw maps (component, hook, layer, neuron) and the
-        per-layer moments of (hook, neuron) voxels."""
-        layers = source.layers
+    def _set_fitted(self, units, raw, info, *, layers, hooks, neurons, n_tokens, attrs,
+                    mean, scale, layout=None, mask_img=None, input_type="activations") -> None:
+        """Fitted attributes from the raw maps (component, hook, layer, neuron), the
+        per-voxel ``mean`` and ``scale`` (hook, layer, neuron) and the fitted space."""
         k = self.n_components
         z = np.zeros_like(raw)
         for u, unit in enumerate(units):
             rows, cols = slice(u * k, (u + 1) * k), slice(unit[0], unit[-1] + 1)
             z[rows, :, cols] = zscore_maps(raw[rows, :, cols].reshape(k, -1)).reshape(
                 z[rows, :, cols].shape)
-        self.hooks_ = source.hooks
+        self.hooks_ = hooks
         hook = {} if self.hooks_ is None else {"hook": self.hooks_}
-        neurons = source.data["neuron"].values
         coords = {"component": np.arange(raw.shape[0]), **hook, "layer": layers,
                   "neuron": neurons, "unit": ("component", np.repeat(np.arange(len(units)), k))}
         dims = ("component", *hook, "layer", "neuron")
@@ -422,17 +436,16 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         self.components_ = xr.DataArray(raw, dims=dims, coords=coords, name="components")
         self.maps_z_ = xr.DataArray(z, dims=dims, coords=coords, name="maps_z")
         nc = {**hook, "layer": layers, "neuron": neurons}
-        for name, values in (("mean", [m.mean for m in moments]),
-                             ("scale", [m.std() for m in moments])):
-            values = torch.stack(values).transpose(0, 1).cpu().numpy()   # (hook, layer, neuron)
+        for name, values in (("mean", mean), ("scale", scale)):    # (hook, layer, neuron)
+            values = np.asarray(values)
             setattr(self, f"{name}_", xr.DataArray(values if hook else values[0], dims=dims[1:],
                                                    coords=nc, name=name))
-        self.n_tokens_ = source.n_tokens
+        self.n_tokens_ = int(n_tokens)
         self.fit_info_ = info
-        self.source_attrs_ = {key: v for key, v in source.attrs.items()
+        self.source_attrs_ = {key: v for key, v in attrs.items()
                               if isinstance(v, (str, int, float, bool))}
-        self.input_type_ = "images" if source.from_images else "activations"
-        self._set_space(source.layout, source.mask_img)
+        self.input_type_ = input_type
+        self._set_space(layout, mask_img)
         self.set_threshold(self.threshold if self.target_count is None else None,
                            target_count=self.target_count)
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from ._maps import KEY_NEURON_THRESHOLD
 from .decomposition import FunctionalNetworks
+from .online import OnlineNetworks
 from .recurrence import NetworkRecurrence
 
 __all__ = ["RECIPE_COMPONENTS", "find_networks", "scaled_components"]
@@ -64,8 +65,8 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
                   tokens_per_run: int = 4096, window: int = 256, batch_size: int = 8,
                   method: str = "fastica", fun: str = "cube", max_iter: int = 300,
                   n_init: int = 1, layers=None, threshold: float = KEY_NEURON_THRESHOLD,
-                  dtype: str = "float16", random_state=0,
-                  device=None, verbose: int = 1):
+                  dtype: str = "float16", online: bool = False, sketch_size: int | None = 512,
+                  random_state=0, device=None, verbose: int = 1):
     """Record a model over a corpus and find its functional networks.
 
     Parameters
@@ -96,6 +97,14 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
         ``|z|`` of the key neurons of each run (pruning solves its own).
     dtype : {"float16", "float32"}, default="float16"
         Type the activations are held in while the networks are fitted.
+    online : bool, default=False
+        Fit while the model runs (:class:`OnlineNetworks`): each layer's
+        correlations go into a sketch batch by batch and no activation is
+        kept, so memory does not grow with the tokens (for large models).
+        False records the runs into memory and fits them offline.
+    sketch_size : int or None, default=512
+        With ``online=True``: columns of the Nyström sketch of each layer
+        (None: the exact correlation matrix).
     random_state : int, RandomState or None, default=0
     device : str, optional
         Where the decomposition runs (default: the model's device).
@@ -104,7 +113,8 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
     Returns
     -------
     NetworkRecurrence or FunctionalNetworks
-        Fitted; :func:`llmbrain.pruning.network_scores` reads either.
+        Fitted; :func:`llmbrain.pruning.network_scores` reads either. With
+        ``online=True``, the same kinds (the runs are split the same way).
     """
     from ..models.adapters import get_adapter
     from ..recording import record
@@ -122,17 +132,35 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
         widths = get_adapter(model).neurons_per_layer(model)
         n_components = scaled_components(len(hooks) * int(np.median(widths)))
     device = str(next(model.parameters()).device) if device is None else device
+    if online:
+        if scope != "layer" or method != "fastica":
+            raise ValueError("online=True fits each layer with method='fastica' (the recipe): "
+                             f"scope={scope!r} and method={method!r} need online=False.")
+        estimator = OnlineNetworks(n_components, hooks=hooks, n_runs=n_runs,
+                                   sketch_size=sketch_size, fun=fun, max_iter=max_iter,
+                                   n_init=n_init, threshold=threshold,
+                                   random_state=random_state, device=device, verbose=verbose)
+        estimator = record(model, tokenizer, corpus, None, hook=hooks, layers=layers,
+                           window=window, batch_size=batch_size, dtype=dtype,
+                           max_tokens=n_runs * tokens_per_run, progress=bool(verbose),
+                           sink=estimator.sink())
+        _check_tokens(estimator.n_tokens_seen_, n_runs, tokens_per_run)
+        return estimator.networks_
     activations = record(model, tokenizer, corpus, None, hook=hooks[0] if len(hooks) == 1
                          else hooks, layers=layers, window=window, batch_size=batch_size,
                          dtype=dtype, max_tokens=n_runs * tokens_per_run,
                          progress=bool(verbose))
-    if activations.sizes["token"] < n_runs * tokens_per_run:
-        raise ValueError(f"The corpus gave {activations.sizes['token']} tokens; {n_runs} runs of "
-                         f"{tokens_per_run} need {n_runs * tokens_per_run}: give more text, "
-                         "fewer runs or fewer tokens per run.")
+    _check_tokens(activations.sizes["token"], n_runs, tokens_per_run)
     estimator = FunctionalNetworks(n_components, method=method, fun=fun, scope=scope,
                                    threshold=threshold, max_iter=max_iter, n_init=n_init, random_state=random_state,
                                    device=device, verbose=max(0, int(verbose) - 1))
     if n_runs == 1:
         return estimator.fit(activations)
     return NetworkRecurrence(estimator, n_runs=n_runs, verbose=verbose).fit(activations)
+
+
+def _check_tokens(n_tokens: int, n_runs: int, tokens_per_run: int) -> None:
+    if n_tokens < n_runs * tokens_per_run:
+        raise ValueError(f"The corpus gave {n_tokens} tokens; {n_runs} runs of "
+                         f"{tokens_per_run} need {n_runs * tokens_per_run}: give more text, "
+                         "fewer runs or fewer tokens per run.")

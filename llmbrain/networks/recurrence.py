@@ -291,6 +291,34 @@ class NetworkRecurrence(MetaEstimatorMixin, BaseEstimator):
         runs = []
         for block in tqdm(blocks, desc="runs", unit="run", disable=not self.verbose):
             runs.append(clone(estimator).fit(source.isel_tokens(block)))
+        return self._set_runs(runs)
+
+    @classmethod
+    def from_runs(cls, runs, *, cutoff=0.5, reference=0) -> NetworkRecurrence:
+        """Compare runs fitted elsewhere, as :meth:`fit` compares its own.
+
+        Parameters
+        ----------
+        runs : list of FunctionalNetworks
+            Fitted on disjoint tokens with the same parameters (e.g. the runs
+            of :class:`~llmbrain.networks.OnlineNetworks`).
+        cutoff, reference
+            As the parameters of the same names.
+
+        Returns
+        -------
+        NetworkRecurrence
+            Fitted, with ``estimator`` an unfitted clone of the first run.
+        """
+        if not runs or not all(isinstance(run, FunctionalNetworks) for run in runs):
+            raise TypeError("runs must be a list of fitted FunctionalNetworks.")
+        for run in runs:
+            check_is_fitted(run)
+        recurrence = cls(clone(runs[0]), n_runs=len(runs), cutoff=cutoff, reference=reference)
+        recurrence._check_params()
+        return recurrence._set_runs(list(runs))
+
+    def _set_runs(self, runs) -> NetworkRecurrence:
         self.runs_ = runs
         self.result_ = compare_runs(runs, reference=self.reference, cutoff=self.cutoff)
         self.key_neurons_union_ = self.result_["key_neurons_union"]

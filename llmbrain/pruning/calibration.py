@@ -110,7 +110,7 @@ class _MomentsSink(ActivationSink):
 def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
                               window: int = 256, batch_size: int = 8,
                               max_tokens: int | None = None, layers: Sequence[int] | None = None,
-                              progress: bool = True) -> xr.Dataset:
+                              networks=None, progress: bool = True) -> xr.Dataset:
     """Statistics of every MLP neuron's input over a calibration corpus.
 
     Parameters
@@ -128,6 +128,12 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
         Use at most this many tokens.
     layers : sequence of int, optional
         Layers to measure (default: all).
+    networks : llmbrain.networks.OnlineNetworks, optional
+        Also fit these online networks in the same pass: their hook points
+        are recorded beside the MLP's input, and the estimator is fitted in
+        place (read its ``networks_`` afterwards). One forward pass then gives
+        both what the activation criteria and what the ``networks``
+        criterion need.
     progress : bool, default=True
         Show a progress bar (in tokens).
 
@@ -142,11 +148,22 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
     ...                                   max_tokens=16384)
     >>> stats["variance"].sel(layer=3)                                     # doctest: +SKIP
     """
-    from ..recording import record
+    from ..recording import SplitSink, record
 
-    return record(model, tokenizer, corpus, None, hook="mlp", layers=layers, window=window,
-                  batch_size=batch_size, dtype="float32", max_tokens=max_tokens,
-                  progress=progress, sink=_MomentsSink())
+    hooks, sink = ("mlp",), _MomentsSink()
+    if networks is not None:
+        from ..networks import OnlineNetworks
+
+        if not isinstance(networks, OnlineNetworks):
+            raise TypeError("networks must be an llmbrain.networks.OnlineNetworks to fit in the "
+                            f"same pass, got {type(networks).__name__}.")
+        voxels = (networks.hooks,) if isinstance(networks.hooks, str) else tuple(networks.hooks)
+        hooks = tuple(dict.fromkeys(voxels + hooks))
+        sink = SplitSink([(("mlp",), sink), (voxels, networks.sink())])
+    stats = record(model, tokenizer, corpus, None, hook=hooks[0] if len(hooks) == 1 else hooks,
+                   layers=layers, window=window, batch_size=batch_size, dtype="float32",
+                   max_tokens=max_tokens, progress=progress, sink=sink)
+    return stats if networks is None else stats[0]
 
 
 def calibration_stats_from_activations(data, *, batch_tokens: int = 16384) -> xr.Dataset:

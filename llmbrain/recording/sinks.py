@@ -31,13 +31,15 @@ estimator combines its sums in ``finish`` with
 :func:`llmbrain.distributed.all_reduce`.
 
 :class:`ZarrSink` writes a store on disk (by a pool of writer threads, so the
-next forward pass runs meanwhile) and :class:`MemorySink` fills an in-memory
-Dataset of the same layout. Anything else with these calls (an online
+next forward pass runs meanwhile), :class:`MemorySink` fills an in-memory
+Dataset of the same layout, and :class:`SplitSink` shares one recording
+between sinks by hook point. Anything else with these calls (an online
 estimator updating its state, say) can be given to the recorder too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import threading
@@ -54,7 +56,7 @@ from ._chunks import (ChunkLayout, aligned, crc32c, fsync_folder, host_buffer,
 from .store import (FORMAT_VERSION, activation_dims, append_journal, write_checksums,
                     write_progress)
 
-__all__ = ["ActivationSink", "MemorySink", "RecordingLayout", "ZarrSink"]
+__all__ = ["ActivationSink", "MemorySink", "RecordingLayout", "SplitSink", "ZarrSink"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,65 @@ class MemorySink(ActivationSink):
         ds.attrs.update({**layout.attrs, "llmbrain_format": FORMAT_VERSION, "complete": True,
                          "n_tokens_planned": layout.n_tokens, "n_tokens": layout.n_tokens})
         return ds
+
+
+class SplitSink(ActivationSink):
+    """Share one recording between sinks, each receiving the hook points it names.
+
+    Parameters
+    ----------
+    parts : sequence of (hooks, sink)
+        ``hooks`` (str or tuple of str) are hook points of the recording;
+        ``sink`` receives their blocks (views, in the order given) and a
+        layout of those hook points only. A hook point may go to several sinks.
+
+    ``finish()`` returns the list of the sinks' results, in the order of ``parts``.
+
+    Examples
+    --------
+    One pass that fits online networks on the up and act outputs and measures
+    the MLP's input::
+
+        record(model, tokenizer, corpus, hook=("up", "act", "mlp"), sink=SplitSink(
+            [(("up", "act"), networks.sink()), ("mlp", moments_sink)]))
+    """
+
+    def __init__(self, parts) -> None:
+        self.parts = [((hooks,) if isinstance(hooks, str) else tuple(hooks), sink)
+                      for hooks, sink in parts]
+        if not self.parts:
+            raise ValueError("SplitSink needs at least one (hooks, sink) part.")
+
+    def start(self, layout: RecordingLayout) -> None:
+        super().start(layout)
+        self._select = []
+        for hooks, sink in self.parts:
+            missing = [hook for hook in hooks if hook not in layout.hooks]
+            if missing:
+                raise ValueError(f"The recording holds the hook points {list(layout.hooks)}, "
+                                 f"not {missing}: record them too (hook="
+                                 f"{tuple(layout.hooks) + tuple(missing)}).")
+            index = [layout.hooks.index(hook) for hook in hooks]
+            contiguous = index == list(range(index[0], index[0] + len(index)))
+            self._select.append(slice(index[0], index[-1] + 1) if contiguous else index)
+            coords = {name: value for name, value in layout.coords.items() if name != "hook"}
+            if len(hooks) > 1:
+                coords["hook"] = ("hook", np.asarray(hooks, dtype=str))
+            attrs = {key: value for key, value in layout.attrs.items()
+                     if key not in ("hook", "hooks")}
+            attrs.update({"hook": hooks[0]} if len(hooks) == 1 else {"hooks": list(hooks)})
+            sink.start(dataclasses.replace(layout, hooks=hooks, coords=coords, attrs=attrs))
+
+    def write(self, blocks: tuple, first_window: int) -> None:
+        for (_, sink), select in zip(self.parts, self._select):
+            sink.write(tuple(block[select] for block in blocks), first_window)
+
+    def finish(self) -> list:
+        return [sink.finish() for _, sink in self.parts]
+
+    def abort(self) -> None:
+        for _, sink in self.parts:
+            sink.abort()
 
 
 class ZarrSink(ActivationSink):
