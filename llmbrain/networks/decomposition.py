@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .._moments import RunningMoments
 from ..volumes import VolumeLayout
 from ._data import ActivationSource, as_source, plan_groups, plan_units
+from ._estimator import ActivationsEstimatorMixin, check_positive_int
 from ._maps import (KEY_NEURON_THRESHOLD, check_threshold, flip_signs, key_neurons,
                     network_masks, threshold_for_count, zscore_maps)
 from ._space import NetworkSpaceMixin
@@ -40,7 +41,7 @@ _BACKENDS = ("torch", "nilearn")
 _SEED_MAX = np.iinfo(np.int32).max
 
 
-class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
+class FunctionalNetworks(NetworkSpaceMixin, ActivationsEstimatorMixin, BaseEstimator):
     """Find functional networks of neurons with ICA (CanICA as in fMRI).
 
     A scikit-learn estimator: ``get_params``/``set_params``, ``clone`` and
@@ -156,6 +157,8 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
     fits, NotFittedError, clone of a fitted estimator) on such data.
     """
 
+    _fitted_attribute = "components_"
+
     def __init__(self, n_components=20, *, method="canica", backend="torch", scope="layer",
                  window=None, stride=None, layers=None, hooks=None,
                  threshold=KEY_NEURON_THRESHOLD,
@@ -186,21 +189,8 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         self.backend_params = backend_params
         self.verbose = verbose
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        return tags
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "components_")
-
     def _check_params(self) -> None:
-        def positive_int(name, value):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-        positive_int("n_components", self.n_components)
+        check_positive_int("n_components", self.n_components)
         if self.method not in _METHODS:
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}.")
         if self.backend not in _BACKENDS:
@@ -213,14 +203,14 @@ class FunctionalNetworks(NetworkSpaceMixin, BaseEstimator):
         if self.target_count is None:
             check_threshold(self.threshold)
         else:
-            positive_int("target_count", self.target_count)
-        positive_int("n_groups", self.n_groups)
-        positive_int("n_init", self.n_init)
-        positive_int("max_iter", self.max_iter)
+            check_positive_int("target_count", self.target_count)
+        check_positive_int("n_groups", self.n_groups)
+        check_positive_int("n_init", self.n_init)
+        check_positive_int("max_iter", self.max_iter)
         if self.max_memory_gb is not None and not self.max_memory_gb > 0:
             raise ValueError(f"max_memory_gb must be positive, got {self.max_memory_gb}.")
         if self.batch_tokens is not None:
-            positive_int("batch_tokens", self.batch_tokens)
+            check_positive_int("batch_tokens", self.batch_tokens)
         if self.fun not in ("cube", "logcosh", "exp"):
             raise ValueError(f"fun must be 'cube', 'logcosh' or 'exp', got {self.fun!r}.")
         if not self.tol > 0:

@@ -22,7 +22,6 @@ products of its activations with the test matrix.
 from __future__ import annotations
 
 import copy
-import numbers
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..recording.sinks import ActivationSink
 from ._data import as_source
+from ._estimator import ActivationsEstimatorMixin, check_positive_int
 from ._maps import KEY_NEURON_THRESHOLD, check_threshold, flip_signs
 from ._sketch import CorrelationSketch
 from ._zscore import check_finite
@@ -44,7 +44,7 @@ __all__ = ["OnlineNetworks"]
 _SEED_MAX = np.iinfo(np.int32).max
 
 
-class OnlineNetworks(BaseEstimator):
+class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
     """Functional networks of each layer from one streamed pass over the tokens.
 
     The single-pass counterpart of ``FunctionalNetworks(method="fastica",
@@ -114,6 +114,8 @@ class OnlineNetworks(BaseEstimator):
     >>> network_scores(est.networks_)                                # doctest: +SKIP
     """
 
+    _fitted_attribute = "networks_"
+
     def __init__(self, n_components="scaled", *, hooks=("up", "act"), n_runs=1,
                  tokens_per_run=None, sketch_size=512, fun="cube", max_iter=300, tol=1e-4,
                  n_init=1, threshold=KEY_NEURON_THRESHOLD, random_state=0, device=None,
@@ -132,31 +134,15 @@ class OnlineNetworks(BaseEstimator):
         self.device = device
         self.verbose = verbose
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        return tags
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "networks_")
-
     # ------------------------------------------------------------- parameters
     def _check_params(self) -> None:
-        def positive_int(name, value, optional=False):
-            if optional and value is None:
-                return
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer"
-                                 f"{' or None' if optional else ''}, got {value!r}.")
-
         if self.n_components != "scaled":
-            positive_int("n_components", self.n_components)
-        positive_int("n_runs", self.n_runs)
-        positive_int("tokens_per_run", self.tokens_per_run, optional=True)
-        positive_int("sketch_size", self.sketch_size, optional=True)
-        positive_int("max_iter", self.max_iter)
-        positive_int("n_init", self.n_init)
+            check_positive_int("n_components", self.n_components)
+        check_positive_int("n_runs", self.n_runs)
+        check_positive_int("tokens_per_run", self.tokens_per_run, optional=True)
+        check_positive_int("sketch_size", self.sketch_size, optional=True)
+        check_positive_int("max_iter", self.max_iter)
+        check_positive_int("n_init", self.n_init)
         if self.fun not in ("cube", "logcosh", "exp"):
             raise ValueError(f"fun must be 'cube', 'logcosh' or 'exp', got {self.fun!r}.")
         check_threshold(self.threshold)
@@ -207,6 +193,12 @@ class OnlineNetworks(BaseEstimator):
                           for _ in range(self.n_runs)]
         self.n_tokens_seen_ = 0
 
+    def _start_from(self, source, **tokens) -> None:
+        """:meth:`_start` for the space of an activation source, sketched on ``device``."""
+        self._start(layers=source.layers, hooks=_hooks(source),
+                    neurons=source.data["neuron"].values, attrs=source.attrs,
+                    devices=[torch.device(self.device or "cpu")] * len(source.layers), **tokens)
+
     def _add(self, blocks, check: bool = False) -> None:
         """Add the next tokens: ``blocks[i]`` holds layer ``i``'s activations,
         shape (hook, tokens, neurons); ``check``: refuse non-finite values."""
@@ -252,12 +244,9 @@ class OnlineNetworks(BaseEstimator):
             networks of the tokens so far.
         """
         source = as_source(X)
-        hooks = source.hooks or [str(source.attrs.get("hook", "mlp"))]
-        space = (source.layers, hooks, source.data["neuron"].values.tolist())
+        space = (source.layers, _hooks(source), source.data["neuron"].values.tolist())
         if not hasattr(self, "_sketches"):
-            device = torch.device(self.device or "cpu")
-            self._start(layers=space[0], hooks=hooks, neurons=space[2], attrs=source.attrs,
-                        devices=[device] * len(space[0]))
+            self._start_from(source)
         elif space != (self._space["layers"], self._space["hooks"],
                        self._space["neurons"].tolist()):
             raise ValueError("This block holds other layers, hook points or neurons than the "
@@ -293,10 +282,7 @@ class OnlineNetworks(BaseEstimator):
         source = as_source(X)
         documents = (np.asarray(source.data["document"].values)
                      if "document" in source.data.coords else None)
-        self._start(layers=source.layers, hooks=source.hooks or [
-            str(source.attrs.get("hook", "mlp"))], neurons=source.data["neuron"].values,
-            attrs=source.attrs, devices=[torch.device(self.device or "cpu")] * len(
-                source.layers), n_tokens=source.n_tokens, documents=documents)
+        self._start_from(source, n_tokens=source.n_tokens, documents=documents)
         self._add_source(source)
         return self.decompose()
 
@@ -360,6 +346,11 @@ class OnlineNetworks(BaseEstimator):
         """The summary of the fitted networks (see ``networks_``)."""
         check_is_fitted(self)
         return self.networks_.summary()
+
+
+def _hooks(source) -> list[str]:
+    """The hook points of a source's voxels (one recorded hook point has no ``hook`` dim)."""
+    return source.hooks or [str(source.attrs.get("hook", "mlp"))]
 
 
 class _OnlineSink(ActivationSink):

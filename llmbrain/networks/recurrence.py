@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from ._estimator import ActivationsEstimatorMixin
 from .decomposition import FunctionalNetworks
 
 __all__ = ["NetworkRecurrence", "compare_runs", "match_components"]
@@ -198,7 +199,7 @@ def split_tokens(n_tokens: int, n_runs: int, documents: np.ndarray | None = None
     return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
-class NetworkRecurrence(MetaEstimatorMixin, BaseEstimator):
+class NetworkRecurrence(MetaEstimatorMixin, ActivationsEstimatorMixin, BaseEstimator):
     """Fit networks on ``n_runs`` disjoint token blocks and compare them.
 
     A scikit-learn meta-estimator: the networks of each run are found by a
@@ -237,21 +238,14 @@ class NetworkRecurrence(MetaEstimatorMixin, BaseEstimator):
     >>> rec.set_params(estimator__n_components=10)                # doctest: +SKIP
     """
 
+    _fitted_attribute = "result_"
+
     def __init__(self, estimator=None, *, n_runs=4, cutoff=0.5, reference=0, verbose=1):
         self.estimator = estimator
         self.n_runs = n_runs
         self.cutoff = cutoff
         self.reference = reference
         self.verbose = verbose
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        return tags
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return hasattr(self, "result_")
 
     def _check_params(self) -> FunctionalNetworks:
         estimator = FunctionalNetworks() if self.estimator is None else self.estimator
