@@ -10,7 +10,8 @@ timed apart). Tokens/s are the best of ``--repeats`` runs, with the ratio to
 the bare forward (best runs, and the median over the repeats of the ratio of
 a bare run to the record or online run right after it). Peak GPU memory
 (``torch.cuda.max_memory_allocated``) and peak host memory (the process's resident high-water mark, reset before
-each measurement) are kept per measurement.
+each measurement) are kept per measurement. Each model is measured in a
+process of its own.
 
 The disk: a sequential write of ``--store-gb`` GB (64 MB blocks then
 ``fsync``, through the page cache and bypassing it) against the store's own
@@ -37,12 +38,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,26 +66,34 @@ def online_networks(model, tokenizer, windows, *, batch_size: int, sketch_size: 
     """Fit functional networks online over ``windows`` (one pass, nothing on disk).
 
     Returns tokens/s of the pass (the forward with the sketches updated, the
-    decomposition excluded) and the seconds of one decomposition run (every
-    layer's principal maps and FastICA, timed again on the same sketches).
+    decomposition excluded) and the seconds of the decomposition (every layer's
+    principal maps and FastICA), timed apart inside the pass's end.
     """
     import llmbrain
     from llmbrain.networks import OnlineNetworks
 
     estimator = OnlineNetworks(sketch_size=sketch_size, verbose=0)
     device = next(model.parameters()).device
+    decompose, seconds = estimator.decompose, []
+
+    def timed_decompose():              # the sink's finish decomposes: time it apart
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)   # the pass's last kernels count in the pass
+        start = time.perf_counter()
+        fitted = decompose()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+        return fitted
+
+    estimator.decompose = timed_decompose
     start = time.perf_counter()
     llmbrain.record(model, tokenizer, windows, None, hook=estimator.hooks,
-                    window=windows.window_length, batch_size=batch_size, progress=False,
-                    sink=estimator.sink())
+                    window=windows.window_length, batch_size=batch_size, dtype="float32",
+                    progress=False, sink=estimator.sink())
     total = time.perf_counter() - start
-    start = time.perf_counter()
-    estimator.decompose()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    decompose = time.perf_counter() - start
-    return {"tokens_per_s": windows.n_tokens / (total - decompose), "network_run_s": decompose,
-            "seconds": [total - decompose]}
+    return {"tokens_per_s": windows.n_tokens / (total - seconds[0]), "network_run_s": seconds[0],
+            "seconds": [total - seconds[0]]}
 
 
 # -- models ------------------------------------------------------------------------------
@@ -310,6 +321,29 @@ def summary(rows: list[dict], command: str, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def measure_model(name: str, args) -> dict:
+    """Build or load one model and measure it (run in a process of its own)."""
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    if name == "7b":
+        model = llama_7b_shaped(device, dtype, scale=args.scale if args.small else 1,
+                                n_layers=8 if args.small else None)
+        tokenizer = numbered_tokenizer(model.config.vocab_size)
+        windows = random_windows(args.tokens, args.window, model.config.vocab_size)
+        label = f"llama-7b-shaped/{args.scale}" if args.small else "llama-7b-shaped"
+    else:
+        import llmbrain
+
+        model, tokenizer = llmbrain.load_model("default", dtype=dtype, device=device)
+        windows = text_windows(tokenizer, args.tokens, args.window)
+        label = "smollm2-135m"
+    folder = Path(tempfile.mkdtemp(dir=args.tmp, prefix="bench-scale-"))
+    try:
+        return measure(label, model, tokenizer, windows, args, folder)
+    finally:
+        llmbrain_rmtree(folder)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -335,33 +369,21 @@ def main(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     command = "python " + shlex.join([sys.argv[0]] + (sys.argv[1:] if argv is None else argv))
     print(command, flush=True)
+    names = args.models.split(",")
+    for name in names:
+        if name not in ("7b", "smollm2"):
+            raise SystemExit(f"unknown model {name!r}: choose 7b or smollm2")
     rows = []
-    folder = Path(tempfile.mkdtemp(dir=args.tmp, prefix="bench-scale-"))
-    try:
-        for name in args.models.split(","):
-            if name == "7b":
-                model = llama_7b_shaped(device, dtype, scale=args.scale if small else 1,
-                                        n_layers=8 if small else None)
-                tokenizer = numbered_tokenizer(model.config.vocab_size)
-                windows = random_windows(args.tokens, args.window, model.config.vocab_size)
-                label = f"llama-7b-shaped/{args.scale}" if small else "llama-7b-shaped"
-            elif name == "smollm2":
-                import llmbrain
-
-                model, tokenizer = llmbrain.load_model("default", dtype=dtype, device=device)
-                windows = text_windows(tokenizer, args.tokens, args.window)
-                label = "smollm2-135m"
-            else:
-                raise SystemExit(f"unknown model {name!r}: choose 7b or smollm2")
-            row = measure(label, model, tokenizer, windows, args, folder)
-            rows.append(row)
-            print(summary([row], command, args).split("\n", 3)[-1], flush=True)
-            del model
-    finally:
-        llmbrain_rmtree(folder)
+    # each model in a fresh process: what one model's runs leave behind in the
+    # allocator and the caches must not slow the next one down
+    context = multiprocessing.get_context("spawn")
+    for name in names:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            row = pool.submit(measure_model, name, args).result()
+        rows.append(row)
+        print(summary([row], command, args).split("\n", 3)[-1], flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"bench_scale-{device.type}" + ("-small" if small else "")

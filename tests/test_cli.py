@@ -229,9 +229,11 @@ def _shared_actions():
 
 #: Flags whose default depends on what the verb uses them for (with that default).
 PURPOSE_DEFAULTS = {"--window": {"record": 256, "prune": 256, "run": 256, "interventions": 128,
-                                 "evaluate": None},  # recording / calibration / perplexity
-                    "--hook": {"record": "mlp", "volumes": None},  # volumes: the store's one
-                    "--n-components": {"networks": 20, "run": 10},  # run: minutes on a CPU
+                                 "evaluate": None,  # recording / calibration / perplexity
+                                 "networks": None},  # only with --online from a model
+                    "--hook": {"record": "mlp", "volumes": None,  # volumes: the store's one
+                               "networks": None},  # --online: up,act
+                    "--n-components": {"networks": None, "run": 10},  # 20, or scaled online
                     "--runs": {"networks": 1, "run": 3},  # run measures recurrence
                     "--max-windows": {"evaluate": None, "interventions": 32}}  # 1 vs ~500 runs
 
@@ -303,9 +305,34 @@ def test_quiet_after_the_verb_hides_progress(model_folder, corpus_file, tmp_path
 
 
 def test_networks_window_is_refused_with_its_new_name(capsys):
-    with pytest.raises(SystemExit):
-        main(["networks", "store.zarr", "--scope", "window", "--window", "2"])
+    assert main(["networks", "store.zarr", "--scope", "window", "--window", "2"]) == 1
     assert "--layer-window" in capsys.readouterr().err
+
+
+def test_online_networks_from_a_model_or_a_store(model_folder, corpus_file, tmp_path, capsys):
+    from llmbrain.networks import NetworkRecurrence, load_networks
+
+    online = ["networks", "--online", "--n-components", "3", "--runs", "2", "--sketch-size",
+              "exact", "-q"]
+    code = main(online + ["--model", str(model_folder), "--corpus", str(corpus_file),
+                          "--window", "32", "--tokens-per-run", "128", "--out",
+                          str(tmp_path / "from-model")])
+    assert code == 0, capsys.readouterr().err
+    fitted = load_networks(tmp_path / "from-model")
+    assert isinstance(fitted, NetworkRecurrence) and len(fitted.runs_) == 2
+    assert fitted.runs_[0].n_tokens_ == 128 and fitted.runs_[0].maps_z_.sizes["hook"] == 2
+    store = tmp_path / "acts.zarr"
+    assert main(["record", "--model", str(model_folder), "--corpus", str(corpus_file), "--out",
+                 str(store), "--window", "32", "--hook", "up,act", "-q"]) == 0
+    assert main(online + [str(store), "--layers", "0-1", "--out", str(tmp_path / "s")]) == 0
+    assert load_networks(tmp_path / "s").runs_[0].maps_z_.sizes["layer"] == 2
+    capsys.readouterr()
+    for argv, message in ((["networks"], "or --online"),
+                          (online + [str(store), "--scope", "all"], "--scope all needs a store"),
+                          (["networks", str(store), "--hook", "up"], "--hook and --tokens")):
+        assert main(argv + ["--out", str(tmp_path / "x")]) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
 
 
 def test_device_auto(monkeypatch):

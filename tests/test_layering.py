@@ -15,7 +15,7 @@ PACKAGE = Path(llmbrain.__file__).parent
 
 #: The stage of each top-level module or subpackage; shared foundations are stage 0.
 STAGES = {
-    "_atomic": 0, "_outputs": 0, "_moments": 0, "_version": 0, "_testing": 0,
+    "_atomic": 0, "_outputs": 0, "_moments": 0, "_text": 0, "_version": 0, "_testing": 0,
     "distributed": 0, "datasets": 0, "corpus": 0, "models": 0,
     "evaluation": 0,  # measuring a model (perplexity, zero-shot, results table) serves every stage
     "recording": 1, "volumes": 2, "networks": 3, "interventions": 4, "pruning": 5,

@@ -332,3 +332,16 @@ def test_real_model_networks(tmp_path):
     assert 0 < int(est.key_neurons_.sum()) < 2 * 1536
     tc = est.transform(store)
     assert tc.sizes["component"] == 16 and "token_text" in tc.coords
+
+
+def test_unconverged_fastica_warns_once_per_fit():
+    X, _ = planted_networks(n_tokens=600, n_layers=3, n_neurons=40, n_networks=3,
+                            within_layer=True, seed=0)
+    estimator = FunctionalNetworks(3, method="fastica", scope="layer", fun="cube", max_iter=1,
+                                   n_init=1, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        estimator.fit(X)
+    messages = [str(w.message) for w in caught if "did not converge" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert "3 of 3 units (layers 0-2" in messages[0]

@@ -44,6 +44,11 @@ def test_sketch_gives_the_principal_maps_of_the_z_scored_tokens(lowrank, size):
     x = lowrank.double().numpy()
     np.testing.assert_allclose(sketch.mean.numpy(), x.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(sketch.std().numpy(), x.std(axis=0, ddof=1), rtol=1e-4)
+    centred = x - x.mean(axis=0)
+    gram = centred.T @ centred
+    expected = gram if size is None else gram @ sketch.omega.numpy()
+    np.testing.assert_allclose(sketch.centred_products().numpy(), expected,
+                               atol=0.01 * np.abs(expected).max())
     maps, evals = sketch.principal_maps(6)
     cosines = np.abs(np.sum(maps.double().numpy() * _correlation_eigenvectors(x, 6), axis=1))
     assert cosines.min() > 0.999
@@ -137,6 +142,19 @@ def test_the_sink_receives_the_recording(llama, tokenizer, texts):
                     progress=False, sink=estimator.sink())
     assert fitted is estimator and "hook" not in fitted.networks_.maps_z_.dims
     assert fitted.networks_.n_tokens_ == fitted.n_tokens_seen_ > 0
+
+
+def test_the_sink_refuses_non_finite_activations_itself(llama, tokenizer, texts):
+    import copy
+
+    broken = copy.deepcopy(llama)
+    with torch.no_grad():
+        broken.model.layers[1].mlp.up_proj.weight[3, 0] = float("nan")
+    estimator = OnlineNetworks(2, verbose=0)
+    assert estimator.sink().checks_finite            # the recorder leaves the check to it
+    with pytest.raises(ValueError, match="inf or NaN activations at layer 1, hook 'up'"):
+        record(broken, tokenizer, texts, None, hook=estimator.hooks, window=32, dtype="float32",
+               progress=False, sink=estimator.sink())
 
 
 def test_bad_input_is_refused_with_what_to_do(planted):

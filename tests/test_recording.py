@@ -272,3 +272,35 @@ def test_a_sink_receives_every_batch_on_the_model_device(llama, tokenizer, texts
                     max_tokens=96, batch_size=2, dtype="float32", progress=False)
     assert windows == [0, 2]
     assert total == pytest.approx(float(memory["activations"].values.astype(np.float64).sum()))
+
+
+def test_a_layerwise_sink_receives_each_layer_as_soon_as_it_is_done(llama, tokenizer, texts):
+    from llmbrain.recording import ActivationSink
+
+    class Layers(ActivationSink):
+        layerwise = True
+
+        def start(self, layout):
+            super().start(layout)
+            self.calls, self.blocks = [], {}
+
+        def write_layer(self, position, block, first_window):
+            self.calls.append(position)
+            self.blocks.setdefault(position, []).append(block.clone())
+
+        def write(self, blocks, first_window):
+            assert blocks is None
+            self.calls.append(("batch", first_window))
+
+        def finish(self):
+            return self
+
+    sink = record(llama, tokenizer, texts, None, hook=("up", "act"), window=32, max_tokens=96,
+                  batch_size=2, dtype="float32", progress=False, sink=Layers())
+    n_layers = len(sink.layout.layers)
+    assert sink.calls == [*range(n_layers), ("batch", 0), *range(n_layers), ("batch", 2)]
+    memory = record(llama, tokenizer, texts, None, hook=("up", "act"), window=32,
+                    max_tokens=96, batch_size=2, dtype="float32", progress=False)
+    for position in range(n_layers):
+        got = torch.cat(sink.blocks[position], dim=1).permute(1, 0, 2).numpy()
+        np.testing.assert_array_equal(got, memory["activations"].values[:, :, position])

@@ -77,8 +77,10 @@ class CorrelationSketch:
         self.shift: torch.Tensor | None = None
         self.sum = torch.zeros(self.n_voxels, dtype=torch.float64, device=self.device)
         self.sum_sq = torch.zeros_like(self.sum)
-        self.products = torch.zeros(self.n_voxels, self.size, dtype=torch.float32,
-                                    device=self.device)
+        # stored transposed, (size, voxels): the product with a block is then
+        # (C Omega)^T = Omega^T X^T X, whose layout the matrix product writes fastest
+        self._products_t = torch.zeros(self.size, self.n_voxels, dtype=torch.float32,
+                                       device=self.device)
         if self.exact:
             self.omega = None
         else:
@@ -115,13 +117,25 @@ class CorrelationSketch:
         self.sum_sq += shifted.square_().sum(dim=1).reshape(-1).double()
         if self.exact:
             flat = xp.transpose(0, 1).reshape(n_b, -1)
-            self.products.addmm_(flat.T, flat)
+            self._products_t.addmm_(flat.T, flat)                  # symmetric
             return self
         omega = self._omega_product.view(groups, width, self.size)
-        projected = torch.bmm(xp, omega).sum(dim=0, keepdim=True)          # X Omega
-        back = torch.bmm(xp.transpose(1, 2), projected.expand(groups, -1, -1))  # X^T X Omega
-        self.products.view(groups, width, self.size).add_(back)
+        projected = torch.mm(xp[0], omega[0])                               # X Omega
+        for g in range(1, groups):
+            projected.addmm_(xp[g], omega[g])
+        back = torch.matmul(projected.T.contiguous(), xp)      # (X Omega)^T X, per group
+        self._products_t.view(self.size, groups, width).add_(back.transpose(0, 1))
         return self
+
+    @property
+    def products(self) -> torch.Tensor:
+        """The uncentred sums: ``X^T X`` (exact) or ``X^T X Omega`` (sketch), float32,
+        of the shifted tokens ``X`` (voxels × size)."""
+        return self._products_t.T
+
+    @products.setter
+    def products(self, value: torch.Tensor) -> None:
+        self._products_t = value.T.to(torch.float32).contiguous()
 
     def _workspace(self, groups: int, n_b: int, width: int):
         """Buffers of a block (float32 and product type), shared by the sketches of a
@@ -190,7 +204,7 @@ class CorrelationSketch:
         self.n += other.n
         self.sum += other.sum.to(self.device)
         self.sum_sq += other.sum_sq.to(self.device)
-        self.products += other.products.to(self.device)
+        self._products_t += other._products_t.to(self.device)
         return self
 
     def all_reduce(self) -> CorrelationSketch:
@@ -208,9 +222,10 @@ class CorrelationSketch:
         self.reshift((total["shift"] / total["count"]).float())
         sums = all_reduce({"n": torch.tensor(float(self.n), dtype=torch.float64,
                                              device=self.device),
-                           "sum": self.sum, "sum_sq": self.sum_sq, "products": self.products})
+                           "sum": self.sum, "sum_sq": self.sum_sq,
+                           "products_t": self._products_t})
         self.n = round(float(sums["n"]))
-        self.sum, self.sum_sq, self.products = sums["sum"], sums["sum_sq"], sums["products"]
+        self.sum, self.sum_sq, self._products_t = sums["sum"], sums["sum_sq"], sums["products_t"]
         return self
 
     def principal_maps(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from .._moments import RunningMoments
+from .._text import format_ranges
 from ..volumes import VolumeLayout
 from ._data import ActivationSource, as_source, plan_groups, plan_units
 from ._estimator import ActivationsEstimatorMixin, check_positive_int
@@ -259,7 +260,7 @@ class FunctionalNetworks(NetworkSpaceMixin, ActivationsEstimatorMixin, BaseEstim
             blocks = self._standardized_groups(source, unit, groups, todo, u)
             if self.backend == "torch":
                 maps, unit_info = self._fit_unit_torch(blocks, n_hooks * len(unit) * n_neurons,
-                                                       u, rng)
+                                                       rng)
             else:
                 maps, unit_info = self._fit_unit_nilearn(
                     blocks, [layers[i] for i in unit], source.data["neuron"].values, rng)
@@ -362,7 +363,7 @@ class FunctionalNetworks(NetworkSpaceMixin, ActivationsEstimatorMixin, BaseEstim
                              "networks to find. Check the recording (all-zero or constant "
                              "activations?), or give more varied tokens.")
 
-    def _fit_unit_torch(self, blocks, n_vox, u, rng):
+    def _fit_unit_torch(self, blocks, n_vox, rng):
         gen = torch.Generator().manual_seed(int(rng.randint(_SEED_MAX)))
         k = self.n_components
         canica = self.method == "canica"
@@ -376,18 +377,13 @@ class FunctionalNetworks(NetworkSpaceMixin, ActivationsEstimatorMixin, BaseEstim
         for block in blocks:
             group_pca.add(randomized_row_basis(block, per_group, generator=gen))
             del block
-        return self._unmix(group_pca.components(), u, rng)
+        return self._unmix(group_pca.components(), rng)
 
-    def _unmix(self, maps: torch.Tensor, u: int, rng):
+    def _unmix(self, maps: torch.Tensor, rng):
         """FastICA of a unit's PCA maps (k × voxels): the raw maps (float64) and the
         unit's fit information."""
         sources, ica_info = fastica(maps, n_init=self.n_init, fun=self.fun,
                                     max_iter=self.max_iter, tol=self.tol, random_state=rng)
-        if not ica_info["converged"][ica_info["best"]]:
-            warnings.warn(f"FastICA did not converge within max_iter={self.max_iter} for the kept "
-                          f"restart of unit {u} ({ica_info['converged'].count(False)} of "
-                          f"{len(ica_info['converged'])} restarts did not): raise max_iter or "
-                          "tol.", UserWarning, stacklevel=3)
         return sources.cpu().numpy().astype(np.float64), {
             f"ica_{key}": ica_info[key] for key in ("seeds", "n_iter", "best", "converged",
                                                     "float64")}
@@ -432,12 +428,25 @@ class FunctionalNetworks(NetworkSpaceMixin, ActivationsEstimatorMixin, BaseEstim
                                                    coords=nc, name=name))
         self.n_tokens_ = int(n_tokens)
         self.fit_info_ = info
+        self._warn_unconverged(info["units"])
         self.source_attrs_ = {key: v for key, v in attrs.items()
                               if isinstance(v, (str, int, float, bool))}
         self.input_type_ = input_type
         self._set_space(layout, mask_img)
         self.set_threshold(self.threshold if self.target_count is None else None,
                            target_count=self.target_count)
+
+    def _warn_unconverged(self, units: list) -> None:
+        """One warning for the units whose kept FastICA restart did not converge."""
+        failed = [u for u, unit in enumerate(units)
+                  if "ica_converged" in unit and not unit["ica_converged"][unit["ica_best"]]]
+        if failed:
+            which = (f"{len(failed)} of {len(units)} units" if len(units) > 1 else "the unit")
+            warnings.warn(f"FastICA did not converge within max_iter={self.max_iter} for the kept "
+                          f"restart of {which} (layers "
+                          f"{format_ranges([units[u]['layers'][0] for u in failed])}; "
+                          "fit_info_['units'] has each unit's iterations): raise max_iter or tol.",
+                          UserWarning, stacklevel=4)
 
     def set_threshold(self, threshold: float | None = None, *, target_count: int | None = None
                       ) -> FunctionalNetworks:

@@ -65,7 +65,7 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
                   tokens_per_run: int = 4096, window: int = 256, batch_size: int = 8,
                   method: str = "fastica", fun: str = "cube", max_iter: int = 300,
                   n_init: int = 1, layers=None, threshold: float = KEY_NEURON_THRESHOLD,
-                  dtype: str = "float16", online: bool = False, sketch_size: int | None = 512,
+                  dtype: str | None = None, online: bool = False, sketch_size: int | None = 512,
                   random_state=0, device=None, verbose: int = 1):
     """Record a model over a corpus and find its functional networks.
 
@@ -95,8 +95,10 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
         Layers to record (default: all).
     threshold : float, default=KEY_NEURON_THRESHOLD
         ``|z|`` of the key neurons of each run (pruning solves its own).
-    dtype : {"float16", "float32"}, default="float16"
-        Type the activations are held in while the networks are fitted.
+    dtype : {"float16", "float32"}, optional
+        Type the activations are held in: all of them while the networks are
+        fitted offline (default float16, half the memory), one batch at a time
+        online (default float32, which the sketches read without a conversion).
     online : bool, default=False
         Fit while the model runs (:class:`OnlineNetworks`): each layer's
         correlations go into a sketch batch by batch and no activation is
@@ -141,14 +143,14 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
                                    n_init=n_init, threshold=threshold,
                                    random_state=random_state, device=device, verbose=verbose)
         estimator = record(model, tokenizer, corpus, None, hook=hooks, layers=layers,
-                           window=window, batch_size=batch_size, dtype=dtype,
+                           window=window, batch_size=batch_size, dtype=dtype or "float32",
                            max_tokens=n_runs * tokens_per_run, progress=bool(verbose),
                            sink=estimator.sink())
         _check_tokens(estimator.n_tokens_seen_, n_runs, tokens_per_run)
         return estimator.networks_
     activations = record(model, tokenizer, corpus, None, hook=hooks[0] if len(hooks) == 1
                          else hooks, layers=layers, window=window, batch_size=batch_size,
-                         dtype=dtype, max_tokens=n_runs * tokens_per_run,
+                         dtype=dtype or "float16", max_tokens=n_runs * tokens_per_run,
                          progress=bool(verbose))
     _check_tokens(activations.sizes["token"], n_runs, tokens_per_run)
     estimator = FunctionalNetworks(n_components, method=method, fun=fun, scope=scope,

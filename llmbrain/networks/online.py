@@ -30,7 +30,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ..recording.sinks import ActivationSink
+from ..recording.sinks import ActivationSink, non_finite_error
 from ._data import as_source
 from ._estimator import ActivationsEstimatorMixin, check_positive_int
 from ._maps import KEY_NEURON_THRESHOLD, check_threshold, flip_signs
@@ -202,18 +202,22 @@ class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
     def _add(self, blocks, check: bool = False) -> None:
         """Add the next tokens: ``blocks[i]`` holds layer ``i``'s activations,
         shape (hook, tokens, neurons); ``check``: refuse non-finite values."""
-        n = int(blocks[0].shape[1])
-        first, last = self.n_tokens_seen_, self.n_tokens_seen_ + n
+        first = self.n_tokens_seen_
+        for position, block in enumerate(blocks):
+            self._add_layer(position, block, first, check)
+        self.n_tokens_seen_ = first + int(blocks[0].shape[1])
+
+    def _add_layer(self, position: int, block, first: int, check: bool = False) -> None:
+        """Add the tokens ``first, first + 1, ...`` of the layer at ``position``."""
+        last = first + int(block.shape[1])
         for run, sketches in enumerate(self._sketches):
             lo, hi = max(first, self.run_edges_[run]), min(last, self.run_edges_[run + 1])
             if lo >= hi:
                 continue
-            for sketch, block in zip(sketches, blocks):
-                part = block[:, lo - first:hi - first]
-                if check:
-                    check_finite(part)
-                sketch.update(part)
-        self.n_tokens_seen_ = last
+            part = block[:, lo - first:hi - first]
+            if check:
+                check_finite(part)
+            sketches[position].update(part)
 
     # -------------------------------------------------------------- feeding
     def sink(self) -> ActivationSink:
@@ -323,7 +327,7 @@ class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
                 rng.randint(_SEED_MAX)        # the offline fit's PCA seed: same ICA seeds
                 maps, _ = sketch.principal_maps(k)
                 maps = maps.to(self.device or sketch.device)
-                unmixed, unit_info = estimator._unmix(maps, position, rng)
+                unmixed, unit_info = estimator._unmix(maps, rng)
                 raw[position * k:(position + 1) * k, :, position] = flip_signs(
                     unmixed).reshape(k, n_hooks, n_neurons)
                 info["units"].append({"layers": [layers[position]], "n_groups": 1, **unit_info})
@@ -354,7 +358,15 @@ def _hooks(source) -> list[str]:
 
 
 class _OnlineSink(ActivationSink):
-    """Feed each recorded batch to an :class:`OnlineNetworks`."""
+    """Feed each recorded layer to an :class:`OnlineNetworks`, as soon as it is done.
+
+    It checks the values itself: a block holding inf or NaN makes the sums of its
+    sketch non-finite, which costs one test per device and batch instead of the
+    recorder's pass over every batch.
+    """
+
+    checks_finite = True
+    layerwise = True
 
     def __init__(self, estimator: OnlineNetworks) -> None:
         self.estimator = estimator
@@ -366,13 +378,37 @@ class _OnlineSink(ActivationSink):
                               attrs=layout.attrs, devices=layout.devices,
                               n_tokens=layout.n_tokens,
                               documents=None if documents is None else np.asarray(documents[1]))
-        self._next = 0
+        self._tokens = 0
 
-    def write(self, blocks: tuple, first_window: int) -> None:
+    def write_layer(self, position: int, block, first_window: int) -> None:
+        self._tokens = int(block.shape[1])
+        self.estimator._add_layer(position, block, first_window * self.layout.tokens_per_window)
+
+    def write(self, blocks, first_window: int) -> None:
+        if blocks is not None:                 # a whole batch (from a SplitSink)
+            for position, block in enumerate(blocks):
+                self.write_layer(position, block, first_window)
         first = first_window * self.layout.tokens_per_window
-        if first != self.estimator.n_tokens_seen_:      # under torchrun: another rank's turn
-            self.estimator.n_tokens_seen_ = first
-        self.estimator._add(blocks)
+        # under torchrun, the batches between this process's ones are other processes'
+        self.estimator.n_tokens_seen_ = first + self._tokens
+        self._refuse_non_finite(first)
+
+    def _refuse_non_finite(self, first: int) -> None:
+        by_device: dict = {}
+        for sketches in self.estimator._sketches:
+            for sketch in sketches:
+                by_device.setdefault(sketch.device, []).append(sketch.sum)
+        if all(bool(torch.isfinite(torch.stack(sums)).all()) for sums in by_device.values()):
+            return
+        layout = self.layout
+        for sketches in self.estimator._sketches:
+            for position, sketch in enumerate(sketches):
+                bad = (~torch.isfinite(sketch.sum)).nonzero()
+                if len(bad):
+                    hook = layout.hooks[int(bad[0]) // len(layout.neurons)]
+                    raise non_finite_error(layout.layers[position],
+                                           hook if len(layout.hooks) > 1 else None,
+                                           layout.dtype, first)
 
     def finish(self) -> OnlineNetworks:
         from ..distributed import all_reduce, is_distributed

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed as _processes
 from .._atomic import replace_folder
+from .._text import format_ranges
 from .._outputs import check_output, output_kind, output_lock
 from ..corpus import TokenWindows, load_corpus, tokenize_windows
 from ..models.adapters import get_adapter
@@ -19,7 +20,7 @@ from ..models.loading import model_fingerprint
 from .hooks import HOOK_POINTS, MLP_HOOKS, attach_hooks
 from ._resume import prepare_store
 from ._together import record_together
-from .sinks import ActivationSink, MemorySink, RecordingLayout, ZarrSink
+from .sinks import ActivationSink, MemorySink, RecordingLayout, ZarrSink, refuse_non_finite
 from .store import layout_coords, open_activations
 
 __all__ = ["record"]
@@ -29,26 +30,13 @@ class _StopForward(Exception):
     """Raised after the last recorded hook: the rest of the model is not run."""
 
 
-def _ranges(values) -> str:
-    """``[0, 1, 2, 5]`` as ``"0-2, 5"``, at most five ranges."""
-    values = sorted(values)
-    runs = []
-    for value in values:
-        if runs and value == runs[-1][1] + 1:
-            runs[-1][1] = value
-        else:
-            runs.append([value, value])
-    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:5])
-    return text + (f" and {len(runs) - 5} more ranges" if len(runs) > 5 else "")
-
-
 def _check_selection(values, size: int, what: str) -> list[int]:
     if values is None:
         return list(range(size))
     values = [int(v) for v in np.atleast_1d(values)]
     bad = [v for v in values if not -size <= v < size]
     if bad:
-        raise ValueError(f"{len(bad)} {what} index(es) out of range ({_ranges(bad)}): the model "
+        raise ValueError(f"{len(bad)} {what} index(es) out of range ({format_ranges(bad)}): the model "
                          f"has {size} {what}s (0 to {size - 1}).")
     values = sorted({v % size for v in values})
     if not values:
@@ -121,25 +109,6 @@ def _token_texts(tokenizer, ids: np.ndarray) -> np.ndarray:
     unique, inverse = np.unique(ids, return_inverse=True)
     texts = np.array([tokenizer.decode([int(i)]) for i in unique], dtype=object)
     return texts[inverse].astype(str)
-
-
-def _check_finite(block: torch.Tensor, hooks, layers, dtype: str, first_token: int) -> None:
-    """Refuse a batch holding inf or NaN: they are never stored."""
-    low, high = torch.aminmax(block)
-    if bool(torch.isfinite(low)) and bool(torch.isfinite(high)):
-        return
-    bad = (~torch.isfinite(block)).flatten(2).any(-1).nonzero().tolist()
-    h, position = bad[0]
-    where = f"layer {layers[position]}" + (f", hook {hooks[h]!r}" if len(hooks) > 1 else "")
-    if dtype == "float16":
-        raise ValueError(
-            f"Activations at {where} (tokens from {first_token}) exceed float16's range "
-            "(±65,504) or are not finite, and float16 would store them as inf/NaN. Record with "
-            "dtype='float32' (and overwrite=True to replace this store). Nothing of this batch "
-            "was written.")
-    raise ValueError(f"The model produced inf or NaN activations at {where} (tokens from "
-                     f"{first_token}); nothing of this batch was written. Check the model "
-                     "weights and their dtype.")
 
 
 def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook="mlp",
@@ -366,11 +335,12 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
     groups: dict = {}  # device -> positions of the layers running there
     for position, device in enumerate(layout.devices):
         groups.setdefault(device, []).append(position)
+    layerwise = sink.layerwise  # hand over each layer as it is done: one layer's buffer
     staging, views, neuron_index = {}, [None] * len(layout.layers), {}
     for device, positions in groups.items():  # contiguous per layer, on the layer's device
         staging[device] = torch.empty(
-            (n_hooks, len(positions), layout.batch_windows * kept, n_neurons),
-            dtype=getattr(torch, layout.dtype), device=device)
+            (n_hooks, 1 if layerwise else len(positions), layout.batch_windows * kept,
+             n_neurons), dtype=getattr(torch, layout.dtype), device=device)
         if not all_neurons:
             neuron_index[device] = torch.as_tensor(layout.neurons, device=device)
     buffers = dict(staging)
@@ -378,11 +348,28 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
     def gather_into_sink_buffers():
         """Use the buffers the sink offers for the next batch (else our own)."""
         for device, positions in groups.items():
-            given = sink.buffer(device, tuple(staging[device].shape))
+            given = None if layerwise else sink.buffer(device, tuple(staging[device].shape))
             buffers[device] = staging[device] if given is None else given
             for j, position in enumerate(positions):
-                views[position] = buffers[device][:, j]
-    state = {"n": 0, "left": 0}
+                views[position] = buffers[device][:, 0 if layerwise else j]
+    state = {"n": 0, "left": 0, "begin": 0, "open": None, "received": 0}
+
+    def hand_over_layer(position):
+        """Layerwise sinks: give the layer once all its hook points are in."""
+        if state["open"] not in (None, position):
+            raise RuntimeError(
+                f"The hook points of layers {layout.layers[state['open']]} and "
+                f"{layout.layers[position]} ran interleaved, so this sink, which takes one "
+                "layer at a time, cannot be used with this model.")
+        state["open"], state["received"] = position, state["received"] + 1
+        if state["received"] < n_hooks:
+            return
+        state["open"], state["received"] = None, 0
+        block = views[position][:, :state["n"]]
+        if not sink.checks_finite:
+            refuse_non_finite(block.unsqueeze(1), layout.hooks, [layout.layers[position]],
+                              layout.dtype, state["begin"] * kept)
+        sink.write_layer(position, block, state["begin"])
 
     def receive(h, position, x):
         x = x.reshape(-1, window, x.shape[-1])  # (windows, window, features)
@@ -391,6 +378,8 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
         if neuron_index:
             x = x.index_select(2, neuron_index[x.device])
         views[position][h, :state["n"]].view(-1, kept, n_neurons).copy_(x)
+        if layerwise:
+            hand_over_layer(position)
         state["left"] -= 1
         if state["left"] == 0:
             raise _StopForward
@@ -407,6 +396,7 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
                 batch = torch.as_tensor(input_ids[begin:begin + layout.batch_windows],
                                         dtype=torch.long, device=layout.device)
                 state["n"], state["left"] = len(batch) * kept, n_hooks * len(layout.layers)
+                state["begin"] = begin
                 gather_into_sink_buffers()
                 try:
                     model(input_ids=batch, use_cache=False)
@@ -415,10 +405,15 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
                 if state["left"]:
                     raise RuntimeError(f"{state['left']} of the {n_hooks * len(layout.layers)} "
                                        "hooks did not run in the forward pass: check the adapter.")
-                for device, positions in groups.items():
-                    _check_finite(buffers[device][:, :, :state["n"]], layout.hooks,
-                                  [layout.layers[p] for p in positions], layout.dtype,
-                                  begin * kept)
+                if layerwise:
+                    sink.write(None, begin)
+                    bar.update(batch.numel())
+                    continue
+                if not sink.checks_finite:
+                    for device, positions in groups.items():
+                        refuse_non_finite(buffers[device][:, :, :state["n"]], layout.hooks,
+                                          [layout.layers[p] for p in positions], layout.dtype,
+                                          begin * kept)
                 sink.write(tuple(view[:, :state["n"]] for view in views), begin)
                 bar.update(batch.numel())
     except BaseException:

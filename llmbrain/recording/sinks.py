@@ -25,6 +25,20 @@ neurons)`` on each ``device`` holding recorded layers, to gather them into;
 a sink that returns one (instead of None) receives views of it in the next
 ``write`` and may keep it, which spares a copy.
 
+A sink whose ``layerwise`` is True receives each layer as soon as the
+forward pass has produced all its hook points, instead of whole batches:
+``write_layer(position, block, first_window)`` with ``block`` of shape
+``(n_hooks, n_tokens, n_neurons)`` (reused for the next layer: copy what you
+keep), then ``write(None, first_window)`` once the batch is done. The
+recorder then holds one layer's activations instead of all of them (on a
+7B model, a batch of 16k tokens of two hook points is 46 GB of float32 for
+all layers, 1.4 GB for one), and the sink reads them while they are fresh.
+
+The recorder refuses a batch holding inf or NaN before handing it over, at
+the cost of one more pass over the batch; a sink whose ``checks_finite`` is
+True checks what it uses itself (an online estimator can read it from the
+sums it takes anyway), and the recorder then leaves the check to it.
+
 When several processes record together (see :func:`llmbrain.record` under
 ``torchrun``), each process's sink receives that process's batches only; an
 estimator combines its sums in ``finish`` with
@@ -57,6 +71,32 @@ from .store import (FORMAT_VERSION, activation_dims, append_journal, write_check
                     write_progress)
 
 __all__ = ["ActivationSink", "MemorySink", "RecordingLayout", "SplitSink", "ZarrSink"]
+
+
+def refuse_non_finite(block: torch.Tensor, hooks, layers, dtype: str, first_token: int) -> None:
+    """Refuse a batch ``(hooks, layers, tokens, neurons)`` holding inf or NaN: they
+    are never stored."""
+    low, high = torch.aminmax(block)
+    if bool(torch.isfinite(low)) and bool(torch.isfinite(high)):
+        return
+    bad = (~torch.isfinite(block)).flatten(2).any(-1).nonzero().tolist()
+    h, position = bad[0]
+    raise non_finite_error(layers[position], hooks[h] if len(hooks) > 1 else None, dtype,
+                           first_token)
+
+
+def non_finite_error(layer: int, hook: str | None, dtype: str, first_token: int) -> ValueError:
+    """The error for inf or NaN activations at ``layer`` (and ``hook``)."""
+    where = f"layer {layer}" + (f", hook {hook!r}" if hook is not None else "")
+    if dtype == "float16":
+        return ValueError(
+            f"Activations at {where} (tokens from {first_token}) exceed float16's range "
+            "(±65,504) or are not finite, and float16 would store them as inf/NaN. Record with "
+            "dtype='float32' (and overwrite=True to replace this store). Nothing of this batch "
+            "was written.")
+    return ValueError(f"The model produced inf or NaN activations at {where} (tokens from "
+                      f"{first_token}); nothing of this batch was written. Check the model "
+                      "weights and their dtype.")
 
 
 @dataclass(frozen=True)
@@ -123,10 +163,19 @@ class RecordingLayout:
 class ActivationSink:
     """Base class of sinks (see the module docstring)."""
 
+    #: True: the sink refuses non-finite values itself (the recorder does not check).
+    checks_finite = False
+    #: True: the sink takes one layer at a time (:meth:`write_layer`).
+    layerwise = False
+
     def start(self, layout: RecordingLayout) -> None:
         self.layout = layout
 
-    def write(self, blocks: tuple, first_window: int) -> None:
+    def write(self, blocks: tuple | None, first_window: int) -> None:
+        raise NotImplementedError
+
+    def write_layer(self, position: int, block: torch.Tensor, first_window: int) -> None:
+        """Layerwise sinks: the activations of ``layout.layers[position]``."""
         raise NotImplementedError
 
     def buffer(self, device: torch.device, shape: tuple) -> torch.Tensor | None:
@@ -218,6 +267,10 @@ class SplitSink(ActivationSink):
     def write(self, blocks: tuple, first_window: int) -> None:
         for (_, sink), select in zip(self.parts, self._select):
             sink.write(tuple(block[select] for block in blocks), first_window)
+
+    @property
+    def checks_finite(self) -> bool:
+        return all(sink.checks_finite for _, sink in self.parts)
 
     def finish(self) -> list:
         return [sink.finish() for _, sink in self.parts]
