@@ -39,6 +39,14 @@ Everything, with its defaults (hours on a CPU; minutes on a GPU)::
 
     python benchmarks/bench_pruning.py --device cuda --out benchmarks/results/pruning-gpu
 
+The recipe's own plan for random and magnitude (the "same plan options"
+comparison), reusing the validation grid of the 40k run (about 15 minutes)::
+
+    python benchmarks/bench_pruning.py --criteria random,magnitude \
+        --selection benchmarks/results/pruning-40k/selection.csv --same-plan-as networks \
+        --test-plans same --test-windows 320 --tasks '' \
+        --out benchmarks/results/pruning-40k-same-plan
+
 Quick check::
 
     python benchmarks/bench_pruning.py --sparsities 0.2 --val-windows 8 --test-windows 8 \\
@@ -55,6 +63,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -102,6 +111,16 @@ def parse_args(argv=None):
     parser.add_argument("--random-seeds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--same-plan-as", metavar="CRITERION",
+                        help="also test every other criterion with the plan options chosen on "
+                             "validation for this one (e.g. networks: random and magnitude "
+                             "with the recipe's own plan)")
+    parser.add_argument("--selection", metavar="SELECTION.CSV",
+                        help="the validation grid of an earlier run (its selection.csv) instead "
+                             "of running it again")
+    parser.add_argument("--test-plans", default="published,validation,same",
+                        help="plans tested: published, validation (chosen on validation), "
+                             "same (--same-plan-as)")
     parser.add_argument("--out", default="bench_results/pruning")
     return parser.parse_args(argv)
 
@@ -120,6 +139,14 @@ def validation_text(path: str) -> str:
     table = pa.ipc.open_stream(str(arrow)).read_all()
     column = "page" if "page" in table.column_names else "text"
     return "\n\n".join(table.column(column).to_pylist())
+
+
+def _plain(value):
+    """A value of the selection table as PlanOptions takes it (numpy scalars and the
+    empty cells of a CSV made plain)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if value == "" else value
 
 
 def plan_grid(criterion: str, grid: str, protections):
@@ -221,7 +248,7 @@ def main(argv=None) -> int:
 
     # plan options per criterion and sparsity, chosen on validation
     grid_rows, val_tables = [], []
-    for criterion in criteria:
+    for criterion in criteria if args.selection is None else []:
         seeds = {criterion: [0]}
         for options in plan_grid(criterion, args.grid, args.protections.split(",")):
             table, _, _ = compare_pruning(model, [criterion], sparsities, validate, options=options,
@@ -234,27 +261,39 @@ def main(argv=None) -> int:
                                   **options.to_dict(), "description": options.describe(),
                                   "validation_perplexity": row["value"]})
         log(f"validation grid of {criterion} done")
-    selection = pd.DataFrame(grid_rows)
+    if args.selection is None:
+        selection = pd.DataFrame(grid_rows)
+    else:
+        selection = pd.read_csv(args.selection, keep_default_na=False)
+        log(f"validation grid read from {args.selection}")
     selection.to_csv(out / "selection.csv", index=False)
     best = selection.loc[selection.groupby(["criterion", "sparsity"])
                          ["validation_perplexity"].idxmin()]
 
     def chosen(criterion, sparsity) -> PlanOptions:
         """The plan options that did best for ``criterion`` at ``sparsity`` on validation."""
-        row = best[(best["criterion"] == criterion) & (best["sparsity"] == sparsity)].iloc[0]
-        return PlanOptions(**{name: row[name] for name in PlanOptions.__dataclass_fields__})
+        row = best[(best["criterion"] == criterion) & np.isclose(best["sparsity"], sparsity)]
+        if row.empty:
+            sys.exit(f"The validation grid has no row for {criterion} at {sparsity:.0%}.")
+        return PlanOptions(**{name: _plain(row.iloc[0][name])
+                              for name in PlanOptions.__dataclass_fields__})
 
     # test: published options and the options chosen on validation
     plan_of_rows = []
     random_seeds = list(range(args.random_seeds))
+    test_plans, same = args.test_plans.split(","), args.same_plan_as
     for criterion in criteria:
         seeds = {"random": random_seeds}
         for sparsity in sparsities:
-            chosen_options = chosen(criterion, sparsity)
-            runs = [("published", PUBLISHED[criterion]), ("validation", chosen_options)]
-            if chosen_options == PUBLISHED[criterion]:
-                runs = [("published = validation", chosen_options)]
-            for plan, options in runs:
+            runs: dict = {}               # plan options -> the plans they are
+            if "published" in test_plans:
+                runs.setdefault(PUBLISHED[criterion], []).append("published")
+            if "validation" in test_plans:
+                runs.setdefault(chosen(criterion, sparsity), []).append("validation")
+            if same and "same" in test_plans and criterion != same:
+                runs.setdefault(chosen(same, sparsity), []).append(f"as {same}")
+            for options, names in runs.items():
+                plan = " = ".join(names)
                 table, _, _ = compare_pruning(model, [criterion], [sparsity], test,
                                               options=options, seeds=seeds, calibration=stats,
                                               calibration_windows=compensation, networks=networks,
@@ -297,14 +336,18 @@ def main(argv=None) -> int:
     lines = [f"# Pruning criteria on {name}", "",
              f"Command: `{command}`", "",
              f"Calibration: {stats.attrs['n_tokens']:,} C4 tokens. Validation (every choice): "
-             f"{args.val_windows} windows of 128 tokens of WikiText-2 validation. Test: "
-             f"{args.test_windows} windows of 128 tokens of WikiText-2 test "
+             + (f"{args.val_windows} windows of 128 tokens of WikiText-2 validation"
+                if args.selection is None else f"the grid of {args.selection}")
+             + f". Test: {args.test_windows} windows of 128 tokens of WikiText-2 test "
              f"({args.test_windows * 128:,} tokens). Progressive bias compensation on "
-             f"{compensation.size:,} calibration tokens. Networks: {args.network_runs} runs x "
-             f"{args.network_tokens:,} tokens, up and act voxels, n_components={chosen_k} "
-             "(chosen on validation). Random: mean ± sd over "
-             f"{len(random_seeds)} seeds. Device: {args.device}; "
-             f"{time.perf_counter() - start:.0f} s in all.", "",
+             f"{compensation.size:,} calibration tokens. "
+             + (f"Networks: {args.network_runs} runs x {args.network_tokens:,} tokens, up and "
+                f"act voxels, n_components={chosen_k} (chosen on validation). "
+                if networks is not None else "")
+             + f"Random: mean ± sd over {len(random_seeds)} seeds. "
+             + (f"'as {same}': the plan options chosen on validation for {same}. "
+                if same else "")
+             + f"Device: {args.device}; {time.perf_counter() - start:.0f} s in all.", "",
              f"Dense test perplexity: {dense:.2f}", "",
              "| sparsity | criterion | plan | plan options | test perplexity |",
              "|---:|---|---|---|---:|"]
@@ -326,8 +369,9 @@ def main(argv=None) -> int:
             lines.append(f"| {row['criterion']} | {row['sparsity']:.0%} | "
                          + " | ".join(f"{row[t]:.3f}" for t in tasks) + " |")
     (out / "pruning.md").write_text("\n".join(lines) + "\n")
-    figure(results, merged[merged["plan"] != "published"][keys], test_name,
-           out / "pruning-curve.png")
+    curve = merged[merged["plan"].str.contains("validation")][keys]
+    if not curve.empty:
+        figure(results, curve, test_name, out / "pruning-curve.png")
     print("\n".join(lines))
     return 0
 

@@ -103,3 +103,21 @@ def test_prune_reports_bad_input(saved_model, tmp_path, capsys):
                  "--out", str(tmp_path / "exists")])
     assert code == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_keeping_every_layer_is_refused_before_the_calibration_pass(saved_model, corpus,
+                                                                     tmp_path, capsys,
+                                                                     monkeypatch):
+    import llmbrain.pruning
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the calibration pass ran")
+
+    monkeypatch.setattr(llmbrain.pruning, "collect_calibration_stats", no_pass)
+    code = main(["prune", "--model", str(saved_model), "--criterion", "flap", "--sparsity", "0.2",
+                 "--calibration", str(corpus), "--protect-first", "2", "--protect-last", "1",
+                 "--out", str(tmp_path / "pruned")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "keep all 3 layers" in err and "--protect-first 2" in err, err
+    assert not (tmp_path / "pruned").exists()

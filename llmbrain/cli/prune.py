@@ -110,7 +110,7 @@ def run(args) -> int:
     from .._outputs import check_output
     from ..corpus import load_corpus, tokenize_windows
     from ..evaluation import count_parameters
-    from ..models import load_model
+    from ..models import get_adapter, load_model
     from ..pruning import CALIBRATED_CRITERIA, collect_calibration_stats, prune, save_pruned
 
     out = Path(args.out)
@@ -129,6 +129,11 @@ def run(args) -> int:
                   or options.bias_compensation != "none")
     documents = load_corpus(args.calibration) if calibrated else None
     model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    n_layers = len(get_adapter(model).neurons_per_layer(model))
+    if args.sparsity > 0 and options.protect_first + options.protect_last >= n_layers:
+        raise ValueError(f"--protect-first {options.protect_first} and --protect-last "
+                         f"{options.protect_last} keep all {n_layers} layers of {args.model}: "
+                         "nothing is left to prune. Keep fewer layers.")
     stats = windows = None
     if documents is not None:
         windows = tokenize_windows(documents, tokenizer, args.window,
