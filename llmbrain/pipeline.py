@@ -14,7 +14,8 @@ of a public stage function that the tutorials and benchmarks use too:
 4. :func:`llmbrain.interventions.intervene_on_networks`: the largest networks
    ablated and amplified against matched random controls;
 5. :func:`llmbrain.networks.find_networks` (the recipe's per-layer networks
-   that feed pruning), :func:`llmbrain.pruning.calibration_stats_from_activations`
+   that feed pruning, fitted online: one more pass, no activation kept),
+   :func:`llmbrain.pruning.calibration_stats_from_activations`
    and :func:`llmbrain.pruning.compare_pruning`: every criterion pruned with
    its published plan options and evaluated on the held-out documents;
 6. :func:`llmbrain.report.build_report`: the report folder.
@@ -215,7 +216,8 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
         pruning_networks = find_networks(model, tokenizer, windows, n_runs=pruning_runs,
                                          tokens_per_run=pruning_tokens_per_run, window=window,
                                          batch_size=batch_size, threshold=threshold,
-                                         random_state=seed, device=device, verbose=0)
+                                         online=True, random_state=seed, device=device,
+                                         verbose=0)
     evaluate = partial(evaluate_model, tokenizer=tokenizer, model_name=name, text=eval_text,
                        dataset="held-out", window=eval_window, max_windows=eval_windows,
                        efficiency=True, progress=False)
@@ -240,7 +242,8 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
                        "runs": n_runs, "threshold": threshold},
         pruning={"criteria": ", ".join(criteria), "sparsity": sparsity,
                  "networks criterion": f"per-layer networks of up and act, {pruning_runs} runs "
-                                       f"x {pruning_tokens_per_run} tokens",
+                                       f"x {pruning_tokens_per_run} tokens, fitted online from a "
+                                       "sketch of each layer's correlations",
                  "plan options": "each criterion's published options" if options is None
                  else str(options)},
         interventions={"targets": f"the {n_interventions} largest networks",

@@ -36,6 +36,7 @@ def test_report_folder_holds_every_result(report):
     html = (report / "index.html").read_text()
     for heading in ("Functional networks", "Interventions", "Pruning"):
         assert heading in html
+    assert "fitted online from a sketch" in html      # the networks criterion's networks
     figures = sorted((report / "figures").glob("*.png"))
     assert {"pruning-curve.png", "network-maps.png", "recurrence.png"} <= {f.name for f in figures}
     assert all(f.stat().st_size > 1000 for f in figures)
