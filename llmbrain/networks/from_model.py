@@ -22,6 +22,7 @@ import numbers
 import numpy as np
 from torch import nn
 
+from ._estimator import check_positive_int
 from ._maps import KEY_NEURON_THRESHOLD
 from .decomposition import FunctionalNetworks
 from .online import OnlineNetworks
@@ -121,8 +122,7 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
     from ..models.adapters import get_adapter
     from ..recording import record
 
-    if isinstance(n_runs, bool) or not isinstance(n_runs, numbers.Integral) or n_runs < 1:
-        raise ValueError(f"n_runs must be a positive integer, not {n_runs!r}.")
+    check_positive_int("n_runs", n_runs)
     if not isinstance(tokens_per_run, numbers.Integral) or tokens_per_run < window:
         raise ValueError(f"tokens_per_run={tokens_per_run!r} must be at least one window "
                          f"({window} tokens).")
@@ -154,8 +154,9 @@ def find_networks(model: nn.Module, tokenizer, corpus="default", *, hook=("up", 
                          progress=bool(verbose))
     _check_tokens(activations.sizes["token"], n_runs, tokens_per_run)
     estimator = FunctionalNetworks(n_components, method=method, fun=fun, scope=scope,
-                                   threshold=threshold, max_iter=max_iter, n_init=n_init, random_state=random_state,
-                                   device=device, verbose=max(0, int(verbose) - 1))
+                                   threshold=threshold, max_iter=max_iter, n_init=n_init,
+                                   random_state=random_state, device=device,
+                                   verbose=max(0, int(verbose) - 1))
     if n_runs == 1:
         return estimator.fit(activations)
     return NetworkRecurrence(estimator, n_runs=n_runs, verbose=verbose).fit(activations)

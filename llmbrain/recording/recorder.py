@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 
 from .. import distributed as _processes
 from .._atomic import replace_folder
-from .._text import format_ranges
 from .._outputs import check_output, output_kind, output_lock
+from .._text import format_ranges
 from ..corpus import TokenWindows, load_corpus, tokenize_windows
 from ..models.adapters import get_adapter
 from ..models.loading import model_fingerprint
@@ -36,8 +36,8 @@ def _check_selection(values, size: int, what: str) -> list[int]:
     values = [int(v) for v in np.atleast_1d(values)]
     bad = [v for v in values if not -size <= v < size]
     if bad:
-        raise ValueError(f"{len(bad)} {what} index(es) out of range ({format_ranges(bad)}): the model "
-                         f"has {size} {what}s (0 to {size - 1}).")
+        raise ValueError(f"{len(bad)} {what} index(es) out of range ({format_ranges(bad)}): "
+                         f"the model has {size} {what}s (0 to {size - 1}).")
     values = sorted({v % size for v in values})
     if not values:
         raise ValueError(f"The {what} selection is empty.")
@@ -405,16 +405,15 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
                 if state["left"]:
                     raise RuntimeError(f"{state['left']} of the {n_hooks * len(layout.layers)} "
                                        "hooks did not run in the forward pass: check the adapter.")
-                if layerwise:
+                if layerwise:      # the layers are in already: the batch is done
                     sink.write(None, begin)
-                    bar.update(batch.numel())
-                    continue
-                if not sink.checks_finite:
-                    for device, positions in groups.items():
-                        refuse_non_finite(buffers[device][:, :, :state["n"]], layout.hooks,
-                                          [layout.layers[p] for p in positions], layout.dtype,
-                                          begin * kept)
-                sink.write(tuple(view[:, :state["n"]] for view in views), begin)
+                else:
+                    if not sink.checks_finite:
+                        for device, positions in groups.items():
+                            refuse_non_finite(buffers[device][:, :, :state["n"]],
+                                              layout.hooks, [layout.layers[p] for p in positions],
+                                              layout.dtype, begin * kept)
+                    sink.write(tuple(view[:, :state["n"]] for view in views), begin)
                 bar.update(batch.numel())
     except BaseException:
         sink.abort()
