@@ -1,8 +1,8 @@
 """Compare MLP-pruning criteria honestly: plan options chosen on validation text,
 perplexity and zero-shot accuracy measured on the test split.
 
-Every criterion (the functional-network recipe, FLAP, Wanda-sp, contextual,
-magnitude, random) is run twice on the test data:
+Every criterion (the functional-network recipe, Fisher, FLAP, Wanda-sp,
+contextual, magnitude, random) is run twice on the test data:
 
 * with the plan options it was published with (``llmbrain.pruning.PUBLISHED``);
 * with the plan options that did best for it on *validation* text, chosen
@@ -68,7 +68,7 @@ import pandas as pd
 import torch
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-CRITERIA = ("networks", "flap", "wanda-sp", "contextual", "magnitude", "random")
+CRITERIA = ("networks", "fisher", "flap", "wanda-sp", "contextual", "magnitude", "random")
 PROTECTIONS = {"none": (0, 0), "first3-last2": (3, 2)}
 
 
@@ -214,7 +214,8 @@ def main(argv=None) -> int:
     windows = tokenize_windows(load_corpus(args.calibration), tokenizer, 256,
                                max_tokens=args.calibration_tokens)
     stats = collect_calibration_stats(model, tokenizer, windows, window=256,
-                                      batch_size=args.batch_size, progress=False)
+                                      batch_size=args.batch_size,
+                                      loss_sensitivity="fisher" in criteria, progress=False)
     compensation = windows.input_ids[:max(1, args.compensation_tokens // 256)]
     log(f"calibration statistics over {stats.attrs['n_tokens']:,} tokens")
 
@@ -333,6 +334,8 @@ def main(argv=None) -> int:
     keys = ["criterion", "sparsity", "allocation", "protected_layers", "bias_compensation"]
     merged = plans.merge(test_ppl, on=keys, how="left")
     dense = float(test_ppl.loc[test_ppl["criterion"] == "dense", "mean"].iloc[0])
+    protocol = results.loc[(results["dataset"] == test_name)
+                           & (results["criterion"] == "dense"), "protocol"].iloc[0]
     lines = [f"# Pruning criteria on {name}", "",
              f"Command: `{command}`", "",
              f"Calibration: {stats.attrs['n_tokens']:,} C4 tokens. Validation (every choice): "
@@ -348,7 +351,7 @@ def main(argv=None) -> int:
              + (f"'as {same}': the plan options chosen on validation for {same}. "
                 if same else "")
              + f"Device: {args.device}; {time.perf_counter() - start:.0f} s in all.", "",
-             f"Dense test perplexity: {dense:.2f}", "",
+             f"Dense test perplexity: {dense:.2f} (protocol: {protocol})", "",
              "| sparsity | criterion | plan | plan options | test perplexity |",
              "|---:|---|---|---|---:|"]
     for _, row in merged.sort_values(["sparsity", "plan", "mean"]).iterrows():
@@ -358,16 +361,22 @@ def main(argv=None) -> int:
         lines.append(f"| {row['sparsity']:.0%} | {row['criterion']} | {row['plan']} | "
                      f"{row['description']} | {value} |")
     if tasks:
-        acc = results[(results["metric"] == "acc") & results["dataset"].isin(tasks)]
-        wide = acc.pivot_table(index=["criterion", "sparsity"], columns="dataset",
-                               values="value").reset_index()
-        lines += ["", f"Zero-shot accuracy (first {args.limit:,} items of each task; "
-                  "options chosen on validation):", "",
-                  "| criterion | sparsity | " + " | ".join(tasks) + " |",
-                  "|---|---:|" + "---:|" * len(tasks)]
+        columns = [*tasks, "zero-shot mean"]
+        acc = results[(results["metric"] == "acc") & results["dataset"].isin(columns)]
+        cell = acc.assign(cell=[f"{v:.3f} ± {e:.3f}" for v, e in zip(acc["value"], acc["stderr"])])
+        wide = cell.pivot_table(index=["criterion", "sparsity"], columns="dataset",
+                                values="cell", aggfunc="first").reset_index()
+        wide = wide.sort_values("zero-shot mean", ascending=False,
+                                key=lambda c: c.str.split(" ").str[0].astype(float))
+        items = acc[acc["criterion"] == "dense"].set_index("dataset")["n"]
+        lines += ["", f"Zero-shot accuracy ± standard error (first {args.limit:,} items of each "
+                  "task, " + ", ".join(f"{t} {int(items[t]):,}" for t in tasks)
+                  + "; options chosen on validation; the mean's error combines the tasks'):",
+                  "", "| criterion | sparsity | " + " | ".join(columns) + " |",
+                  "|---|---:|" + "---:|" * len(columns)]
         for _, row in wide.iterrows():
             lines.append(f"| {row['criterion']} | {row['sparsity']:.0%} | "
-                         + " | ".join(f"{row[t]:.3f}" for t in tasks) + " |")
+                         + " | ".join(row[t] for t in columns) + " |")
     (out / "pruning.md").write_text("\n".join(lines) + "\n")
     curve = merged[merged["plan"].str.contains("validation")][keys]
     if not curve.empty:

@@ -34,7 +34,8 @@ from pathlib import Path
 __all__ = ["DEFAULT_CRITERIA", "run_pipeline", "split_documents"]
 
 #: Criteria compared by default; the model pruned by the first one is saved.
-DEFAULT_CRITERIA = ("networks", "flap", "wanda-sp", "contextual", "magnitude", "random")
+DEFAULT_CRITERIA = ("networks", "fisher", "flap", "wanda-sp", "contextual", "magnitude",
+                    "random")
 
 
 def split_documents(documents: list[str], held_out_every: int = 5):
@@ -166,7 +167,9 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
         save_networks,
     )
     from .pruning import (
+        GRADIENT_CRITERIA,
         calibration_stats_from_activations,
+        collect_loss_sensitivity,
         compare_pruning,
         save_pruned,
     )
@@ -211,6 +214,9 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     steps.done(f"interventions on {n_interventions} networks, {n_controls} controls each")
 
     stats = calibration_stats_from_activations(ds)
+    if any(criterion in GRADIENT_CRITERIA for criterion in criteria):
+        stats = stats.assign(fisher=collect_loss_sensitivity(
+            model, windows, stats, batch_size=batch_size, progress=progress)["fisher"])
     pruning_networks = None
     if "networks" in criteria:
         pruning_networks = find_networks(model, tokenizer, windows, n_runs=pruning_runs,
@@ -244,6 +250,10 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
                  "networks criterion": f"per-layer networks of up and act, {pruning_runs} runs "
                                        f"x {pruning_tokens_per_run} tokens, fitted online from a "
                                        "sketch of each layer's correlations",
+                 **({"fisher criterion": "each neuron's second-order loss increase when "
+                                         "replaced by its mean, from gradients over the "
+                                         "recorded tokens"}
+                    if "fisher" in criteria else {}),
                  "plan options": "each criterion's published options" if options is None
                  else str(options)},
         interventions={"targets": f"the {n_interventions} largest networks",

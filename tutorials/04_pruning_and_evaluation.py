@@ -25,11 +25,11 @@
 # outputs of the MLP's up projection and activation, on disjoint text samples; a neuron is key
 # when its |z| exceeds a threshold T in any network of any sample, and T is solved so that the
 # key neurons are exactly the neurons kept. It compares the recipe with contextual activation,
-# weight magnitude, Wanda-sp, FLAP and a random control (three seeds), first each with the plan
-# options it was published with, then all with one shared plan, on perplexity and a zero-shot
-# task. The settings are tiny so that the notebook runs in minutes on a CPU: the benchmark in
-# `benchmarks/bench_pruning.py` gives the figures to trust, and the printed numbers, not the
-# text, say which criterion did better here.
+# weight magnitude, Wanda-sp, FLAP, the loss sensitivity of each neuron (Fisher) and a random
+# control (three seeds), first each with the plan options it was published with, then all
+# with one shared plan, on perplexity and a zero-shot task. The settings are tiny so that the
+# notebook runs in minutes on a CPU: the benchmark in `benchmarks/bench_pruning.py` gives the
+# figures to trust, and the printed numbers, not the text, say which criterion did better here.
 
 # %%
 # %matplotlib inline
@@ -120,15 +120,18 @@ print(f"calibration: {len(calibration_texts)} documents; evaluation: {eval_name}
 # ## Calibration
 # The calibration text is cut into windows of 256 tokens once. One pass over them gives each
 # neuron's mean, mean |x|, variance and input norm (the statistics of the contextual, Wanda-sp
-# and FLAP criteria, and of bias compensation). `find_networks` records the same windows at the
-# two hook points of the recipe in one pass and fits the networks of every layer on two disjoint
-# halves (runs), with as many components per layer as the recipe scales to this width.
+# and FLAP criteria, and of bias compensation); `loss_sensitivity=True` adds a backward pass
+# over the same windows for the Fisher criterion's loss gradients. `find_networks` records the
+# same windows at the two hook points of the recipe in one pass and fits the networks of every
+# layer on two disjoint halves (runs), with as many components per layer as the recipe scales
+# to this width.
 
 # %%
 model, tokenizer = llmbrain.load_model("default")
 model.eval()
 windows = tokenize_windows(calibration_texts, tokenizer, 256, max_tokens=N_TOKENS)
-stats = collect_calibration_stats(model, tokenizer, windows, window=256, progress=False)
+stats = collect_calibration_stats(model, tokenizer, windows, window=256, loss_sensitivity=True,
+                                  progress=False)
 networks = find_networks(model, tokenizer, windows, n_runs=2, tokens_per_run=N_TOKENS // 2,
                          window=256, random_state=0, verbose=0)
 print(f"calibration statistics over {stats.attrs['n_tokens']:,} tokens")

@@ -10,7 +10,7 @@ from ._common import (add_batch_size_argument, add_model_arguments, add_overwrit
 
 #: llmbrain.pruning.CRITERIA, ALLOCATIONS and BIAS_COMPENSATIONS, named here so that --help
 #: needs no torch (a test checks that they agree).
-CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "random")
+CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher", "random")
 ALLOCATIONS = ("uniform", "global", "adaptive")
 BIAS_COMPENSATIONS = ("none", "dense", "progressive")
 
@@ -39,18 +39,20 @@ def register(subparsers) -> None:
                         help="how removals spread over layers (default: the criterion's "
                              "published choice: networks global, flap adaptive, others uniform)")
     parser.add_argument("--protect-first", type=int, metavar="N",
-                        help="first N layers kept whole (default: 3 for networks, else 0)")
+                        help="first N layers kept whole (default: 3 for networks and fisher, "
+                             "else 0)")
     parser.add_argument("--protect-last", type=int, metavar="N",
-                        help="last N layers kept whole (default: 2 for networks, else 0)")
+                        help="last N layers kept whole (default: 2 for networks and fisher, "
+                             "else 0)")
     parser.add_argument("--bias-compensation", choices=BIAS_COMPENSATIONS,
                         help="fold the removed neurons' mean output into the output bias, with "
                              "means of the dense model (dense) or of the model being pruned "
-                             "(progressive); default: progressive for networks, dense for flap, "
-                             "none for the others")
+                             "(progressive); default: progressive for networks and fisher, dense "
+                             "for flap, none for the others")
     parser.add_argument("--min-keep", type=int, default=1,
                         help="least neurons any layer keeps")
     parser.add_argument("--calibration", default="default",
-                        help="calibration corpus for contextual/wanda-sp/flap and bias "
+                        help="calibration corpus for contextual/wanda-sp/flap/fisher and bias "
                              "compensation: text/JSONL file, folder of .txt, or 'default'")
     parser.add_argument("--calibration-tokens", type=int, default=8192,
                         help="calibration tokens to use")
@@ -111,7 +113,8 @@ def run(args) -> int:
     from ..corpus import load_corpus, tokenize_windows
     from ..evaluation import count_parameters
     from ..models import get_adapter, load_model
-    from ..pruning import CALIBRATED_CRITERIA, collect_calibration_stats, prune, save_pruned
+    from ..pruning import (CALIBRATED_CRITERIA, GRADIENT_CRITERIA, collect_calibration_stats,
+                           prune, save_pruned)
 
     out = Path(args.out)
     if args.criterion == "networks" and not args.networks:
@@ -138,8 +141,9 @@ def run(args) -> int:
     if documents is not None:
         windows = tokenize_windows(documents, tokenizer, args.window,
                                    max_tokens=args.calibration_tokens)
-        stats = collect_calibration_stats(model, tokenizer, windows, window=args.window,
-                                          batch_size=args.batch_size, progress=args.progress)
+        stats = collect_calibration_stats(
+            model, tokenizer, windows, window=args.window, batch_size=args.batch_size,
+            loss_sensitivity=args.criterion in GRADIENT_CRITERIA, progress=args.progress)
     before = count_parameters(model)["n_params"]
     start = time.perf_counter()
     model, plan = prune(model, args.criterion, args.sparsity, options=options,

@@ -62,6 +62,7 @@ _CRITERION_COLORS: dict[str, str] = {
     "wanda": OKABE_ITO["reddish_purple"],
     "wanda_sp": OKABE_ITO["reddish_purple"],
     "flap": OKABE_ITO["vermillion"],
+    "fisher": "#A6761D",  # dark gold: Okabe-Ito's yellow is too light on white
     "network": OKABE_ITO["blue"],
     "networks": OKABE_ITO["blue"],
     "functional_network": OKABE_ITO["blue"],
@@ -230,8 +231,8 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 _CRITERION_MARKERS = {"networks": "o", "network": "o", "networks+contextual": "P",
-                      "contextual": "s", "magnitude": "^", "wanda_sp": "D", "wanda": "D", "flap": "v", "random": "X",
-                      "activation": "P"}
+                      "contextual": "s", "magnitude": "^", "wanda_sp": "D", "wanda": "D",
+                      "flap": "v", "fisher": "*", "random": "X", "activation": "P"}
 
 
 def marker_for(name) -> str:

@@ -4,10 +4,11 @@ from ..models.pruned import load_pruned, resize_mlps, save_pruned
 from .calibration import (STATISTICS, calibration_stats_from_activations,
                           collect_calibration_stats, layer_statistic)
 from .compare import compare_pruning
-from .criteria import (CALIBRATED_CRITERIA, CRITERIA, check_criterion, network_scores,
-                       score_neurons)
+from .criteria import (CALIBRATED_CRITERIA, CRITERIA, GRADIENT_CRITERIA, check_criterion,
+                       network_scores, score_neurons)
 from .plan import ALLOCATIONS, PruningPlan, make_plan
 from .recipes import BIAS_COMPENSATIONS, PUBLISHED, PlanOptions, prune
+from .sensitivity import collect_loss_sensitivity
 from .structural import prune_layer, prune_model
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "BIAS_COMPENSATIONS",
     "CALIBRATED_CRITERIA",
     "CRITERIA",
+    "GRADIENT_CRITERIA",
     "PUBLISHED",
     "PlanOptions",
     "PruningPlan",
@@ -22,6 +24,7 @@ __all__ = [
     "calibration_stats_from_activations",
     "check_criterion",
     "collect_calibration_stats",
+    "collect_loss_sensitivity",
     "compare_pruning",
     "layer_statistic",
     "load_pruned",

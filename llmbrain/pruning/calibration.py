@@ -15,6 +15,10 @@ variable        meaning
 ``l2_norm``     ``sqrt(sum x**2)`` over tokens (Wanda's ``||X_j||``)
 ==============  ===========================================================
 
+With ``loss_sensitivity=True`` a fifth variable, ``fisher``, holds how much
+the language-modelling loss depends on each neuron (the ``"fisher"``
+criterion; see :mod:`llmbrain.pruning.sensitivity`).
+
 Attributes: ``n_tokens`` and ``model`` (the model's name). Layers narrower
 than the widest (a model already pruned non-uniformly) are padded with NaN,
 and the coordinate ``n_neurons`` (layer) gives every layer's width.
@@ -110,7 +114,8 @@ class _MomentsSink(ActivationSink):
 def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
                               window: int = 256, batch_size: int = 8,
                               max_tokens: int | None = None, layers: Sequence[int] | None = None,
-                              networks=None, progress: bool = True) -> xr.Dataset:
+                              networks=None, loss_sensitivity: bool = False,
+                              progress: bool = True) -> xr.Dataset:
     """Statistics of every MLP neuron's input over a calibration corpus.
 
     Parameters
@@ -134,6 +139,11 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
         place (read its ``networks_`` afterwards). One forward pass then gives
         both what the activation criteria and what the ``networks``
         criterion need.
+    loss_sensitivity : bool, default=False
+        Also take each neuron's Fisher score (variable ``fisher``, which the
+        ``"fisher"`` criterion reads) in a second pass over the same windows
+        that runs the whole model and its backward pass
+        (:func:`~llmbrain.pruning.collect_loss_sensitivity`).
     progress : bool, default=True
         Show a progress bar (in tokens).
 
@@ -148,8 +158,13 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
     ...                                   max_tokens=16384)
     >>> stats["variance"].sel(layer=3)                                     # doctest: +SKIP
     """
+    from ..corpus import TokenWindows, load_corpus, tokenize_windows
     from ..recording import SplitSink, record
+    from .sensitivity import collect_loss_sensitivity
 
+    if loss_sensitivity and not isinstance(corpus, TokenWindows):
+        # tokenised once, so that both passes see the same tokens
+        corpus = tokenize_windows(load_corpus(corpus), tokenizer, window, max_tokens=max_tokens)
     hooks, sink = ("mlp",), _MomentsSink()
     if networks is not None:
         from ..networks import OnlineNetworks
@@ -163,7 +178,14 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
     stats = record(model, tokenizer, corpus, None, hook=hooks[0] if len(hooks) == 1 else hooks,
                    layers=layers, window=window, batch_size=batch_size, dtype="float32",
                    max_tokens=max_tokens, progress=progress, sink=sink)
-    return stats if networks is None else stats[0]
+    stats = stats if networks is None else stats[0]
+    if loss_sensitivity:
+        fisher = collect_loss_sensitivity(model, corpus, stats, batch_size=batch_size,
+                                          layers=stats["layer"].values.tolist(),
+                                          progress=progress)
+        stats = stats.assign(fisher=fisher["fisher"])
+        stats.attrs["sensitivity_tokens"] = fisher.attrs["n_tokens"]
+    return stats
 
 
 def calibration_stats_from_activations(data, *, batch_tokens: int = 16384) -> xr.Dataset:

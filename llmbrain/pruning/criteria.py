@@ -33,6 +33,13 @@ Criteria
     FLAP's fluctuation metric: the variance of the neuron's input over
     calibration tokens times ``||W_down[:, j]||**2``. Pair it with bias
     compensation in :func:`~llmbrain.pruning.prune_model`.
+``"fisher"``
+    How much the language-modelling loss grows, to second order, when the
+    neuron's input is replaced by its calibration mean (what pruning with
+    bias compensation does): ``sum_t ((x_tj - mean_j) * dL/dx_tj)**2``, the
+    diagonal empirical Fisher of Fisher pruning (arXiv 1801.05787). It needs
+    gradients: ``collect_calibration_stats(..., loss_sensitivity=True)``
+    (see :mod:`llmbrain.pruning.sensitivity`).
 ``"random"``
     Uniform random scores (a control).
 """
@@ -49,13 +56,18 @@ from torch import nn
 from ..models.adapters import get_adapter
 from .calibration import layer_statistic
 
-__all__ = ["CALIBRATED_CRITERIA", "CRITERIA", "check_criterion", "network_scores",
-           "score_neurons"]
+__all__ = ["CALIBRATED_CRITERIA", "CRITERIA", "GRADIENT_CRITERIA", "check_criterion",
+           "network_scores", "score_neurons"]
 
 #: Names accepted by :func:`score_neurons`.
-CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "random")
+CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher", "random")
 #: Criteria that score neurons from calibration statistics.
-CALIBRATED_CRITERIA = ("contextual", "wanda-sp", "flap")
+CALIBRATED_CRITERIA = ("contextual", "wanda-sp", "flap", "fisher")
+#: Criteria whose calibration statistics need gradients of the loss
+#: (``collect_calibration_stats(..., loss_sensitivity=True)``).
+GRADIENT_CRITERIA = ("fisher",)
+_STATISTIC = {"contextual": "mean_abs", "wanda-sp": "l2_norm", "flap": "variance",
+              "fisher": "fisher"}
 _NEEDS_NETWORKS = ("networks",)
 
 
@@ -145,11 +157,12 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: xr.Dataset |
     Parameters
     ----------
     model : transformers.PreTrainedModel
-    criterion : {"networks", "contextual", "magnitude", "wanda-sp", "flap", "random"}
+    criterion : {"networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher", "random"}
         See the module documentation.
     calibration : xarray.Dataset, optional
-        Needed by "contextual", "wanda-sp" and "flap": statistics from
-        :func:`~llmbrain.pruning.collect_calibration_stats`.
+        Needed by "contextual", "wanda-sp", "flap" and "fisher": statistics from
+        :func:`~llmbrain.pruning.collect_calibration_stats` (with
+        ``loss_sensitivity=True`` for "fisher").
     networks : FunctionalNetworks, NetworkRecurrence, DataArray, Dataset or list, optional
         Needed by "networks": fitted estimators or their z-scored maps (see
         :func:`network_scores`); a list of runs is united.
@@ -194,7 +207,11 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: xr.Dataset |
         if not isinstance(calibration, xr.Dataset):
             raise ValueError(f"criterion={criterion!r} needs calibration statistics: "
                              "calibration=collect_calibration_stats(model, tokenizer, corpus).")
-        name = {"contextual": "mean_abs", "wanda-sp": "l2_norm", "flap": "variance"}[criterion]
+        name = _STATISTIC[criterion]
+        if name not in calibration:
+            raise ValueError(f"criterion={criterion!r} needs the loss sensitivity of every "
+                             "neuron, which these calibration statistics lack: "
+                             "collect_calibration_stats(..., loss_sensitivity=True).")
         for layer in layers:
             stats[layer] = layer_statistic(calibration, name, layer)
             if stats[layer].size != sizes[layer]:
@@ -205,7 +222,7 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: xr.Dataset |
     per_layer = {}
     for layer in layers:
         down = adapter.down_weight(model, layer).detach().to(torch.float64).cpu()
-        if criterion == "contextual":
+        if criterion in ("contextual", "fisher"):
             score = stats[layer]
         elif criterion == "magnitude":
             squares = (down ** 2).sum(0)

@@ -1,0 +1,166 @@
+"""How much the language-modelling loss depends on each MLP neuron.
+
+The ``"fisher"`` criterion scores a neuron by the second-order estimate of how
+much the loss grows when the neuron's input to the output projection is
+replaced by its calibration mean, which is what structural pruning with bias
+compensation does to it (:func:`~llmbrain.pruning.prune_model`). With
+``x_tj`` the neuron's input at calibration token ``t``, ``mu_j`` its mean and
+``g_tj = dL/dx_tj`` the gradient of the summed next-token loss,
+
+.. math::
+
+    F_j = \\sum_t \\big((x_{tj} - \\mu_j)\\, g_{tj}\\big)^2 ,
+
+the diagonal of the empirical Fisher information of a per-token gate on the
+neuron's deviation from its mean (Fisher pruning, Theis et al. 2018,
+arXiv 1801.05787; the Fisher-based mask search of Kwon et al. 2022,
+arXiv 2204.09656). It is the loss-aware counterpart of FLAP's fluctuation
+``Var(x_j) ||W_down[:, j]||**2``, which measures the same replacement by the
+change of the layer's output alone. Scores are in units of the loss, so they
+compare across layers.
+
+The gradients need one backward pass through the whole model, language-model
+head included, over the calibration windows; the model's weights are not
+touched and no parameter gradient is stored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..corpus import TokenWindows
+from ..models.adapters import get_adapter
+
+__all__ = ["collect_loss_sensitivity"]
+
+
+def _means(means, layers, widths) -> dict[int, torch.Tensor]:
+    """Per-layer mean inputs from calibration statistics (or a mapping)."""
+    out = {}
+    for layer, width in zip(layers, widths):
+        if isinstance(means, xr.Dataset):
+            if "mean" not in means or layer not in means["layer"].values:
+                raise ValueError(f"The calibration statistics lack the means of layer {layer}: "
+                                 "pass the Dataset of collect_calibration_stats for this model.")
+            row = np.asarray(means["mean"].sel(layer=layer).values, dtype=np.float64)[:width]
+        else:
+            row = np.asarray(means[layer], dtype=np.float64)
+        if row.shape != (width,) or not np.isfinite(row).all():
+            raise ValueError(f"The means of layer {layer} must be {width} finite numbers (one per "
+                             f"neuron of the model); got shape {row.shape}: were they measured "
+                             "on another model?")
+        out[layer] = torch.from_numpy(row)
+    return out
+
+
+def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: int = 8,
+                             layers=None, progress: bool = True) -> xr.Dataset:
+    """Each MLP neuron's Fisher score over calibration windows (see the module text).
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+        A causal language model (its head gives the loss).
+    windows : TokenWindows or 2-D integer array
+        Calibration token windows, e.g. from :func:`llmbrain.corpus.tokenize_windows`.
+    means : xarray.Dataset or mapping of layer to array
+        Each neuron's mean input to the output projection over calibration
+        text: the statistics of :func:`collect_calibration_stats`.
+    batch_size : int, default=8
+        Windows per forward and backward pass.
+    layers : sequence of int, optional
+        Layers to score (default: all).
+    progress : bool, default=True
+        Show a progress bar (in windows).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``fisher`` with dims ``(layer, neuron)`` (NaN-padded as the calibration
+        statistics, coordinate ``n_neurons``); attrs ``n_tokens`` (tokens
+        whose gradient was taken) and ``loss`` (the mean next-token loss).
+
+    Examples
+    --------
+    >>> stats = collect_calibration_stats(model, tokenizer, windows)      # doctest: +SKIP
+    >>> stats = stats.merge(collect_loss_sensitivity(model, windows, stats))  # doctest: +SKIP
+    >>> scores = score_neurons(model, "fisher", calibration=stats)        # doctest: +SKIP
+    """
+    ids = windows.input_ids if isinstance(windows, TokenWindows) else windows
+    ids = torch.as_tensor(np.asarray(ids), dtype=torch.long)
+    if ids.ndim != 2 or ids.shape[1] < 2 or ids.shape[0] < 1:
+        raise ValueError("windows must be TokenWindows or a 2-D array of token ids (windows x "
+                         f"tokens) with at least 2 tokens a window; got shape {tuple(ids.shape)}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}.")
+    adapter = get_adapter(model)
+    widths = adapter.neurons_per_layer(model)
+    n_layers = len(widths)
+    layers = list(range(n_layers)) if layers is None else [int(layer) for layer in layers]
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad or not layers:
+        raise ValueError(f"layers must name some of the model's layers 0..{n_layers - 1}; got "
+                         f"{layers}.")
+    widths = [widths[layer] for layer in layers]
+    mu = _means(means, layers, widths)
+    embed = model.get_input_embeddings()
+    device = embed.weight.device
+    sums = {layer: torch.zeros(width, dtype=torch.float64, device=device)
+            for layer, width in zip(layers, widths)}
+    inputs: dict[int, torch.Tensor] = {}
+
+    def keep_input(layer):
+        def hook(_module, args):
+            inputs[layer] = args[0]
+        return hook
+
+    handles = [adapter.down_proj(model, layer).register_forward_pre_hook(keep_input(layer))
+               for layer in layers]
+    was_training, n_tokens, total_loss = model.training, 0, 0.0
+    grad_flags = [p.requires_grad for p in model.parameters()]
+    bar = tqdm(total=len(ids), unit="window", desc="loss sensitivity", disable=not progress)
+    try:
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for start in range(0, len(ids), batch_size):
+            batch = ids[start:start + batch_size].to(device)
+            inputs.clear()
+            with torch.enable_grad():
+                embedded = embed(batch).detach().requires_grad_(True)
+                out = model(inputs_embeds=embedded, labels=batch, use_cache=False)
+                count = batch.shape[0] * (batch.shape[1] - 1)
+                loss = out.loss * count    # summed over tokens: each token weighs the same
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"The loss of calibration windows {start}..{start + len(batch) - 1} is "
+                        "not finite; the model cannot be scored on them (check its dtype and "
+                        "weights).")
+                grads = torch.autograd.grad(loss, [inputs[layer] for layer in layers])
+            for layer, grad in zip(layers, grads):
+                x = inputs[layer].detach().to(torch.float64)
+                deviation = (x - mu[layer].to(device)) * grad.to(torch.float64)
+                sums[layer] += (deviation ** 2).sum(dim=tuple(range(deviation.ndim - 1)))
+            n_tokens += count
+            total_loss += float(loss.detach())
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        for handle in handles:
+            handle.remove()
+        for p, flag in zip(model.parameters(), grad_flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+        inputs.clear()
+    width = max(widths)
+    data = np.full((len(layers), width), np.nan)
+    for i, (layer, n) in enumerate(zip(layers, widths)):
+        data[i, :n] = sums[layer].cpu().numpy()
+    return xr.Dataset({"fisher": (("layer", "neuron"), data)},
+                      coords={"layer": layers, "neuron": np.arange(width),
+                              "n_neurons": ("layer", widths)},
+                      attrs={"n_tokens": int(n_tokens), "loss": total_loss / n_tokens})
