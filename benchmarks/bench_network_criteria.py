@@ -27,10 +27,10 @@ even ones (Spearman over neurons, mean over prunable layers), alone and pooled
 over each neuron's functional networks (FastICA maps of up and act, as the
 ``networks`` criterion fits them), against FLAP's and Wanda-sp's statistics.
 
-``benchmarks/results/network-criteria.md`` discusses the figures (about 40
-minutes on a 2-core CPU)::
+``benchmarks/results/network-criteria.md`` discusses the figures (about 20
+minutes on a 2-core CPU; ``benchmarks/results/network-criteria/`` has them)::
 
-    python benchmarks/bench_network_criteria.py --out bench_results/network-criteria
+    python benchmarks/bench_network_criteria.py --out benchmarks/results/network-criteria
 """
 
 from __future__ import annotations
