@@ -1,8 +1,8 @@
 """Compare MLP-pruning criteria honestly: plan options chosen on validation text,
 perplexity and zero-shot accuracy measured on the test split.
 
-Every criterion (the functional-network recipe, Fisher, FLAP, Wanda-sp,
-contextual, magnitude, random) is run twice on the test data:
+Every criterion (the functional-network recipe, loss networks, Fisher, FLAP,
+Wanda-sp, contextual, magnitude, random) is run twice on the test data:
 
 * with the plan options it was published with (``llmbrain.pruning.PUBLISHED``);
 * with the plan options that did best for it on *validation* text, chosen
@@ -68,7 +68,8 @@ import pandas as pd
 import torch
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-CRITERIA = ("networks", "fisher", "flap", "wanda-sp", "contextual", "magnitude", "random")
+CRITERIA = ("networks", "loss-networks", "fisher", "flap", "wanda-sp", "contextual", "magnitude",
+            "random")
 PROTECTIONS = {"none": (0, 0), "first3-last2": (3, 2)}
 
 
@@ -160,6 +161,19 @@ def plan_grid(criterion: str, grid: str, protections):
                 ("none", "progressive"))]
 
 
+def chosen_options(selection: pd.DataFrame, criterion: str, sparsity: float):
+    """The plan options that did best for ``criterion`` at ``sparsity`` in a validation grid
+    (a ``selection.csv``)."""
+    from llmbrain.pruning import PlanOptions
+
+    rows = selection[(selection["criterion"] == criterion)
+                     & np.isclose(selection["sparsity"], sparsity)]
+    if rows.empty:
+        sys.exit(f"The validation grid has no row for {criterion} at {sparsity:.0%}.")
+    row = rows.loc[rows["validation_perplexity"].idxmin()]
+    return PlanOptions(**{name: _plain(row[name]) for name in PlanOptions.__dataclass_fields__})
+
+
 def prefix(text: str, windows: int, window: int = 128) -> str:
     """A prefix of ``text`` long enough for its first ``windows`` windows (the
     windows scored are the first ones, so they are the same)."""
@@ -192,8 +206,9 @@ def main(argv=None) -> int:
     from llmbrain.evaluation.results import results_table, save_results, summarize_seeds
     from llmbrain.networks import find_networks
     from llmbrain.pruning import (
+        GRADIENT_CRITERIA,
+        LOSS_NETWORKS,
         PUBLISHED,
-        PlanOptions,
         collect_calibration_stats,
         compare_pruning,
     )
@@ -215,7 +230,9 @@ def main(argv=None) -> int:
                                max_tokens=args.calibration_tokens)
     stats = collect_calibration_stats(model, tokenizer, windows, window=256,
                                       batch_size=args.batch_size,
-                                      loss_sensitivity="fisher" in criteria, progress=False)
+                                      loss_sensitivity=bool(set(criteria) & set(GRADIENT_CRITERIA)),
+                                      loss_networks=LOSS_NETWORKS if "loss-networks" in criteria
+                                      else 0, progress=False)
     compensation = windows.input_ids[:max(1, args.compensation_tokens // 256)]
     log(f"calibration statistics over {stats.attrs['n_tokens']:,} tokens")
 
@@ -268,16 +285,7 @@ def main(argv=None) -> int:
         selection = pd.read_csv(args.selection, keep_default_na=False)
         log(f"validation grid read from {args.selection}")
     selection.to_csv(out / "selection.csv", index=False)
-    best = selection.loc[selection.groupby(["criterion", "sparsity"])
-                         ["validation_perplexity"].idxmin()]
-
-    def chosen(criterion, sparsity) -> PlanOptions:
-        """The plan options that did best for ``criterion`` at ``sparsity`` on validation."""
-        row = best[(best["criterion"] == criterion) & np.isclose(best["sparsity"], sparsity)]
-        if row.empty:
-            sys.exit(f"The validation grid has no row for {criterion} at {sparsity:.0%}.")
-        return PlanOptions(**{name: _plain(row.iloc[0][name])
-                              for name in PlanOptions.__dataclass_fields__})
+    chosen = partial(chosen_options, selection)
 
     # test: published options and the options chosen on validation
     plan_of_rows = []

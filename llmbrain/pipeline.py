@@ -33,9 +33,10 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_CRITERIA", "run_pipeline", "split_documents"]
 
-#: Criteria compared by default; the model pruned by the first one is saved.
-DEFAULT_CRITERIA = ("networks", "fisher", "flap", "wanda-sp", "contextual", "magnitude",
-                    "random")
+#: Criteria compared by default; the model pruned by the first one is saved: the loss
+#: networks, the best criterion on SmolLM2 (``benchmarks/results/pruning-40k-loss-networks``).
+DEFAULT_CRITERIA = ("loss-networks", "networks", "fisher", "flap", "wanda-sp", "contextual",
+                    "magnitude", "random")
 
 
 def split_documents(documents: list[str], held_out_every: int = 5):
@@ -168,6 +169,7 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     )
     from .pruning import (
         GRADIENT_CRITERIA,
+        LOSS_NETWORKS,
         calibration_stats_from_activations,
         collect_loss_sensitivity,
         compare_pruning,
@@ -215,8 +217,10 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
 
     stats = calibration_stats_from_activations(ds)
     if any(criterion in GRADIENT_CRITERIA for criterion in criteria):
-        stats = stats.assign(fisher=collect_loss_sensitivity(
-            model, windows, stats, batch_size=batch_size, progress=progress)["fisher"])
+        sensitivity = collect_loss_sensitivity(
+            model, windows, stats, batch_size=batch_size, progress=progress,
+            loss_networks=LOSS_NETWORKS if "loss-networks" in criteria else 0)
+        stats = stats.assign({name: sensitivity[name] for name in sensitivity.data_vars})
     pruning_networks = None
     if "networks" in criteria:
         pruning_networks = find_networks(model, tokenizer, windows, n_runs=pruning_runs,
@@ -254,6 +258,12 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
                                          "replaced by its mean, from gradients over the "
                                          "recorded tokens"}
                     if "fisher" in criteria else {}),
+                 **({"loss-networks criterion": "Fisher plus the interactions of neurons within "
+                                                f"the {LOSS_NETWORKS} strongest loss networks "
+                                                "of each layer (leading eigenvectors of the Gram "
+                                                "matrix of the neurons' per-token loss "
+                                                "contributions), neurons removed greedily"}
+                    if "loss-networks" in criteria else {}),
                  "plan options": "each criterion's published options" if options is None
                  else str(options)},
         interventions={"targets": f"the {n_interventions} largest networks",

@@ -39,6 +39,9 @@ def test_perplexity_equals_manual_computation(llama, tokenizer, window, batch_si
     assert details["n_windows"] == n == len(TEXT.encode()) // window
     assert details["n_tokens"] == n * (window - 1)
     assert ppl == pytest.approx(expected, rel=1e-5)
+    # every window weighs the same: the windows' mean NLL is the perplexity's
+    assert len(details["window_nll"]) == n
+    assert math.exp(sum(details["window_nll"]) / n) == pytest.approx(expected, rel=1e-5)
 
 
 def test_perplexity_max_windows_and_stride(llama, tokenizer):

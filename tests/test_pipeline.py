@@ -38,6 +38,7 @@ def test_report_folder_holds_every_result(report):
         assert heading in html
     assert "fitted online from a sketch" in html      # the networks criterion's networks
     assert "loss increase when replaced by its mean" in html   # the fisher criterion
+    assert "strongest loss networks" in html                   # the loss-networks criterion
     figures = sorted((report / "figures").glob("*.png"))
     assert {"pruning-curve.png", "network-maps.png", "recurrence.png"} <= {f.name for f in figures}
     assert all(f.stat().st_size > 1000 for f in figures)
@@ -51,16 +52,17 @@ def test_results_compare_every_criterion_with_the_same_evaluation(report):
     results = read_results(report / "results.csv")
     pruning = results[results["intervention"] == ""]
     ppl = pruning[pruning["metric"] == "perplexity"]
-    assert set(ppl["criterion"]) == {"dense", "networks", "fisher", "flap", "wanda-sp",
-                                     "contextual", "magnitude", "random"}
+    assert set(ppl["criterion"]) == {"dense", "loss-networks", "networks", "fisher", "flap",
+                                     "wanda-sp", "contextual", "magnitude", "random"}
     assert sorted(ppl[ppl["criterion"] == "random"]["seed"]) == [0, 1, 2]
     assert (ppl["value"] > 1).all() and (ppl["dataset"] == "held-out").all()
     # each criterion with its published plan options
     networks = ppl[ppl["criterion"] == "networks"].iloc[0]
     assert networks["allocation"] == "global" and networks["bias_compensation"] == "progressive"
     assert ppl[ppl["criterion"] == "flap"]["allocation"].item() == "adaptive"
-    fisher = ppl[ppl["criterion"] == "fisher"].iloc[0]
-    assert fisher["allocation"] == "uniform" and fisher["bias_compensation"] == "progressive"
+    for name in ("fisher", "loss-networks"):
+        row = ppl[ppl["criterion"] == name].iloc[0]
+        assert row["allocation"] == "uniform" and row["bias_compensation"] == "progressive"
     params = pruning[pruning["metric"] == "n_params"].set_index(["criterion", "seed"])["value"]
     assert (params.drop(("dense", 0)) < params[("dense", 0)]).all()
 

@@ -45,6 +45,18 @@ def test_prune_flap_with_calibration(saved_model, corpus, tmp_path, capsys):
     assert tokenizer is not None
 
 
+def test_prune_by_the_loss_networks(saved_model, corpus, tmp_path):
+    out = tmp_path / "pruned"
+    code = main(["prune", "--model", str(saved_model), "--criterion", "loss-networks",
+                 "--sparsity", "0.25", "--calibration", str(corpus), "--calibration-tokens",
+                 "200", "--window", "32", "--protect-first", "1", "--protect-last", "0",
+                 "--out", str(out)])
+    assert code == 0
+    plan = PruningPlan.load(out / "pruning_plan.json")
+    assert plan.criterion == "loss-networks"
+    assert plan.n_kept() == {0: 48, 1: 30, 2: 30}   # uniform over the layers not kept whole
+
+
 def test_prune_with_networks_store_keeps_the_strongest_z(saved_model, tmp_path):
     rng = np.random.default_rng(0)
     maps = xr.DataArray(rng.normal(size=(4, 3, 48)), dims=("component", "layer", "neuron"),

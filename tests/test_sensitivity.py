@@ -1,4 +1,4 @@
-"""The loss sensitivity of MLP neurons and the "fisher" criterion."""
+"""The loss sensitivity of MLP neurons, the "fisher" and "loss-networks" criteria."""
 
 import copy
 
@@ -8,8 +8,9 @@ import torch
 
 from llmbrain._testing import byte_tokenizer, tiny_model
 from llmbrain.models import get_adapter
-from llmbrain.pruning import (PlanOptions, collect_calibration_stats, collect_loss_sensitivity,
-                              make_plan, prune, prune_model, score_neurons)
+from llmbrain.pruning import (LOSS_NETWORKS, PlanOptions, collect_calibration_stats,
+                              collect_loss_sensitivity, loss_network_importance, make_plan,
+                              prune, prune_model, score_neurons)
 
 ARCHS = ["llama", "gpt2", "phi3", "gemma3_text"]
 
@@ -115,3 +116,79 @@ def test_bad_means_are_refused(ids):
                                  progress=False)
     with pytest.raises(ValueError, match="2-D array"):
         collect_loss_sensitivity(model, ids[0], {}, progress=False)
+
+
+def test_loss_networks_are_the_leading_eigenvectors_of_the_loss_contributions(ids):
+    model = tiny_model("gpt2")
+    reference = _inputs_and_gradients(model, ids)
+    means = {layer: x.mean(0).numpy() for layer, (x, _) in reference.items()}
+    out = collect_loss_sensitivity(model, ids, means, batch_size=4, loss_networks=3,
+                                   progress=False)
+    assert out["loss_networks"].dims == ("layer", "loss_network", "neuron")
+    for layer, (x, grad) in reference.items():
+        contributions = ((x - torch.from_numpy(means[layer])) * grad).numpy()
+        values, vectors = np.linalg.eigh(contributions.T @ contributions)
+        strengths = out["loss_network_strength"].sel(layer=layer).values
+        np.testing.assert_allclose(strengths, values[::-1][:3], rtol=1e-4)
+        found = out["loss_networks"].sel(layer=layer).values
+        np.testing.assert_allclose(np.abs(found @ vectors[:, ::-1][:, :3]), np.eye(3),
+                                   atol=1e-3)
+        assert (found[np.arange(3), np.abs(found).argmax(1)] > 0).all()
+        # the diagonal of the loss contributions' Gram matrix is the Fisher score
+        np.testing.assert_allclose(out["fisher"].sel(layer=layer).values,
+                                   (contributions ** 2).sum(0), rtol=1e-6)
+
+
+def _greedy_removal(quadratic):
+    """Neurons in the order that minimises ``1_S^T Q 1_S`` one removal at a time."""
+    alive, order = np.ones(len(quadratic), bool), []
+    for _ in range(len(quadratic)):
+        cost = [quadratic[j, j] + 2 * quadratic[j, order].sum() if alive[j] else np.inf
+                for j in range(len(quadratic))]
+        order.append(int(np.argmin(cost)))
+        alive[order[-1]] = False
+    return order
+
+
+def test_loss_network_importance_follows_the_greedy_removal():
+    rng = np.random.default_rng(0)
+    contributions = rng.normal(size=(200, 12)) @ rng.normal(size=(12, 12))
+    gram = contributions.T @ contributions
+    values, vectors = np.linalg.eigh(gram)
+    networks, strengths = vectors[:, ::-1][:, :3].T, values[::-1][:3]
+    quadratic = networks.T @ np.diag(strengths) @ networks
+    np.fill_diagonal(quadratic, np.diag(gram))
+    order = _greedy_removal(quadratic)
+    scores = loss_network_importance(np.diag(gram), networks, strengths)
+    np.testing.assert_array_equal(np.argsort(scores), order)
+    assert np.all(np.diff(scores[order]) > 0)
+    # with no networks the scores rank the neurons as their Fisher scores do
+    alone = loss_network_importance(np.diag(gram), np.zeros((1, 12)), np.zeros(1))
+    np.testing.assert_array_equal(np.argsort(alone), np.argsort(np.diag(gram)))
+    with pytest.raises(ValueError, match="one weight per neuron"):
+        loss_network_importance(np.diag(gram), networks[:, :5], strengths)
+
+
+def test_the_loss_networks_criterion_prunes_with_its_statistics(ids):
+    model, tokenizer = tiny_model("llama"), byte_tokenizer()
+    text = ["some text " * 30]
+    plain = collect_calibration_stats(model, tokenizer, text, window=16, loss_sensitivity=True,
+                                      progress=False)
+    with pytest.raises(ValueError, match=f"loss_networks={LOSS_NETWORKS}"):
+        score_neurons(model, "loss-networks", calibration=plain)
+    with pytest.raises(ValueError, match="loss_sensitivity=True"):
+        collect_calibration_stats(model, tokenizer, text, window=16, loss_networks=2,
+                                  progress=False)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        collect_loss_sensitivity(model, ids, plain, loss_networks=-1, progress=False)
+    with pytest.raises(ValueError, match="exceeds the 48 neurons"):
+        collect_loss_sensitivity(model, ids, plain, loss_networks=49, progress=False)
+    stats = collect_calibration_stats(model, tokenizer, text, window=16, loss_sensitivity=True,
+                                      loss_networks=4, progress=False)
+    np.testing.assert_allclose(stats["fisher"], plain["fisher"])
+    scores = score_neurons(model, "loss-networks", calibration=stats)
+    assert bool(np.isfinite(scores).all()) and scores.attrs["criterion"] == "loss-networks"
+    options = PlanOptions("global", 1, 0, "progressive")
+    _, plan = prune(model, "loss-networks", 0.25, options=options, calibration=stats,
+                    calibration_windows=ids.numpy())
+    assert sum(plan.n_kept().values()) == round(0.75 * 3 * 48)

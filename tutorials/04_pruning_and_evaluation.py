@@ -25,7 +25,8 @@
 # outputs of the MLP's up projection and activation, on disjoint text samples; a neuron is key
 # when its |z| exceeds a threshold T in any network of any sample, and T is solved so that the
 # key neurons are exactly the neurons kept. It compares the recipe with contextual activation,
-# weight magnitude, Wanda-sp, FLAP, the loss sensitivity of each neuron (Fisher) and a random
+# weight magnitude, Wanda-sp, FLAP, the loss sensitivity of each neuron (Fisher), Fisher with
+# the interactions of neurons inside each layer's loss networks (`loss-networks`) and a random
 # control (three seeds), first each with the plan options it was published with, then all
 # with one shared plan, on perplexity and a zero-shot task. The settings are tiny so that the
 # notebook runs in minutes on a CPU: the benchmark in `benchmarks/bench_pruning.py` gives the
@@ -68,6 +69,7 @@ from llmbrain.interventions import ablate
 from llmbrain.networks import find_networks
 from llmbrain.pruning import (
     CRITERIA,
+    LOSS_NETWORKS,
     PUBLISHED,
     PlanOptions,
     collect_calibration_stats,
@@ -121,7 +123,9 @@ print(f"calibration: {len(calibration_texts)} documents; evaluation: {eval_name}
 # The calibration text is cut into windows of 256 tokens once. One pass over them gives each
 # neuron's mean, mean |x|, variance and input norm (the statistics of the contextual, Wanda-sp
 # and FLAP criteria, and of bias compensation); `loss_sensitivity=True` adds a backward pass
-# over the same windows for the Fisher criterion's loss gradients. `find_networks` records the
+# over the same windows for the Fisher criterion's loss gradients, and `loss_networks` keeps
+# the leading eigenvectors of each layer's Gram matrix of per-token loss contributions (the
+# loss networks of the `loss-networks` criterion). `find_networks` records the
 # same windows at the two hook points of the recipe in one pass and fits the networks of every
 # layer on two disjoint halves (runs), with as many components per layer as the recipe scales
 # to this width.
@@ -131,7 +135,7 @@ model, tokenizer = llmbrain.load_model("default")
 model.eval()
 windows = tokenize_windows(calibration_texts, tokenizer, 256, max_tokens=N_TOKENS)
 stats = collect_calibration_stats(model, tokenizer, windows, window=256, loss_sensitivity=True,
-                                  progress=False)
+                                  loss_networks=LOSS_NETWORKS, progress=False)
 networks = find_networks(model, tokenizer, windows, n_runs=2, tokens_per_run=N_TOKENS // 2,
                          window=256, random_state=0, verbose=0)
 print(f"calibration statistics over {stats.attrs['n_tokens']:,} tokens")
@@ -231,8 +235,9 @@ overlap.round(2)
 # `interpret` states the result in words: the winner at each sparsity and its margin over the
 # runner-up, and where it contradicts the published claim that keeping the networks prunes best.
 # With only `EVAL_WINDOWS * 128` tokens scored, small differences are noise; on WikiText-2 at
-# benchmark size (`benchmarks/results/pruning.md`) the recipe is far better than random but
-# does not beat FLAP or Wanda-sp on this model, as the README reports.
+# benchmark size (`benchmarks/results/pruning-40k/pruning.md`) the recipe is far better than
+# random but does not beat FLAP or Wanda-sp on this model, while the loss networks do, as the
+# README reports.
 
 # %%
 print(interpret(results, expectations=PUBLISHED_CLAIMS))

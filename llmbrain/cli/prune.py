@@ -10,7 +10,8 @@ from ._common import (add_batch_size_argument, add_model_arguments, add_overwrit
 
 #: llmbrain.pruning.CRITERIA, ALLOCATIONS and BIAS_COMPENSATIONS, named here so that --help
 #: needs no torch (a test checks that they agree).
-CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher", "random")
+CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher", "loss-networks",
+            "random")
 ALLOCATIONS = ("uniform", "global", "adaptive")
 BIAS_COMPENSATIONS = ("none", "dense", "progressive")
 
@@ -113,8 +114,8 @@ def run(args) -> int:
     from ..corpus import load_corpus, tokenize_windows
     from ..evaluation import count_parameters
     from ..models import get_adapter, load_model
-    from ..pruning import (CALIBRATED_CRITERIA, GRADIENT_CRITERIA, collect_calibration_stats,
-                           prune, save_pruned)
+    from ..pruning import (CALIBRATED_CRITERIA, GRADIENT_CRITERIA, LOSS_NETWORKS,
+                           collect_calibration_stats, prune, save_pruned)
 
     out = Path(args.out)
     if args.criterion == "networks" and not args.networks:
@@ -143,7 +144,9 @@ def run(args) -> int:
                                    max_tokens=args.calibration_tokens)
         stats = collect_calibration_stats(
             model, tokenizer, windows, window=args.window, batch_size=args.batch_size,
-            loss_sensitivity=args.criterion in GRADIENT_CRITERIA, progress=args.progress)
+            loss_sensitivity=args.criterion in GRADIENT_CRITERIA,
+            loss_networks=LOSS_NETWORKS if args.criterion == "loss-networks" else 0,
+            progress=args.progress)
     before = count_parameters(model)["n_params"]
     start = time.perf_counter()
     model, plan = prune(model, args.criterion, args.sparsity, options=options,

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
         description="Record the MLP neurons, find functional networks and their recurrence, "
                     "ablate/amplify networks against random controls, prune by several criteria, "
                     "evaluate on held-out documents, and write a report folder (index.html, "
-                    "networks as NIfTI, the model pruned by the functional-network criterion).",
+                    "networks as NIfTI, the model pruned by the loss-networks criterion).",
         examples=["llmbrain run --out llmbrain-report",
                   "llmbrain run --model model.gguf --corpus notes.txt --tokens 32768 "
                   "--n-components 20 --out report"])

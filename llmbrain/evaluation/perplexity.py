@@ -233,8 +233,10 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
     return_details : bool, default=False
         Also return a dict with ``nll`` (mean), ``n_windows``, ``n_tokens``
         (predicted tokens), ``protocol``, ``nll_stderr`` (standard error of
-        the mean NLL over windows) and ``stderr`` (of the perplexity, by the
-        delta method: ``ppl * nll_stderr``).
+        the mean NLL over windows), ``stderr`` (of the perplexity, by the
+        delta method: ``ppl * nll_stderr``) and ``window_nll`` (every
+        window's mean NLL, in order: two models scored on the same text
+        compare window by window, a paired comparison).
 
     Returns
     -------
@@ -306,5 +308,6 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
         spread = (statistics.stdev(window_nll) / math.sqrt(len(window_nll))
                   if len(window_nll) > 1 else float("nan"))
         return ppl, {"nll": mean_nll, "n_windows": len(starts), "n_tokens": total_tokens,
-                     "protocol": protocol, "nll_stderr": spread, "stderr": ppl * spread}
+                     "protocol": protocol, "nll_stderr": spread, "stderr": ppl * spread,
+                     "window_nll": window_nll}
     return ppl

@@ -63,6 +63,7 @@ _CRITERION_COLORS: dict[str, str] = {
     "wanda_sp": OKABE_ITO["reddish_purple"],
     "flap": OKABE_ITO["vermillion"],
     "fisher": "#A6761D",  # dark gold: Okabe-Ito's yellow is too light on white
+    "loss_networks": "#6A3D9A",  # dark purple, apart from Wanda's reddish purple
     "network": OKABE_ITO["blue"],
     "networks": OKABE_ITO["blue"],
     "functional_network": OKABE_ITO["blue"],
@@ -232,7 +233,8 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 _CRITERION_MARKERS = {"networks": "o", "network": "o", "networks+contextual": "P",
                       "contextual": "s", "magnitude": "^", "wanda_sp": "D", "wanda": "D",
-                      "flap": "v", "fisher": "*", "random": "X", "activation": "P"}
+                      "flap": "v", "fisher": "*", "loss_networks": "h", "random": "X",
+                      "activation": "P"}
 
 
 def marker_for(name) -> str:

@@ -4,11 +4,11 @@ from ..models.pruned import load_pruned, resize_mlps, save_pruned
 from .calibration import (STATISTICS, calibration_stats_from_activations,
                           collect_calibration_stats, layer_statistic)
 from .compare import compare_pruning
-from .criteria import (CALIBRATED_CRITERIA, CRITERIA, GRADIENT_CRITERIA, check_criterion,
-                       network_scores, score_neurons)
+from .criteria import (CALIBRATED_CRITERIA, CRITERIA, GRADIENT_CRITERIA, LOSS_NETWORKS,
+                       check_criterion, network_scores, score_neurons)
 from .plan import ALLOCATIONS, PruningPlan, make_plan
 from .recipes import BIAS_COMPENSATIONS, PUBLISHED, PlanOptions, prune
-from .sensitivity import collect_loss_sensitivity
+from .sensitivity import collect_loss_sensitivity, loss_network_importance
 from .structural import prune_layer, prune_model
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "CALIBRATED_CRITERIA",
     "CRITERIA",
     "GRADIENT_CRITERIA",
+    "LOSS_NETWORKS",
     "PUBLISHED",
     "PlanOptions",
     "PruningPlan",
@@ -28,6 +29,7 @@ __all__ = [
     "compare_pruning",
     "layer_statistic",
     "load_pruned",
+    "loss_network_importance",
     "make_plan",
     "network_scores",
     "prune",

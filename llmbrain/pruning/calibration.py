@@ -17,7 +17,10 @@ variable        meaning
 
 With ``loss_sensitivity=True`` a fifth variable, ``fisher``, holds how much
 the language-modelling loss depends on each neuron (the ``"fisher"``
-criterion; see :mod:`llmbrain.pruning.sensitivity`).
+criterion; see :mod:`llmbrain.pruning.sensitivity`), and with
+``loss_networks=K`` also ``loss_networks`` and ``loss_network_strength``, the
+``K`` strongest loss networks of every layer (the ``"loss-networks"``
+criterion).
 
 Attributes: ``n_tokens`` and ``model`` (the model's name). Layers narrower
 than the widest (a model already pruned non-uniformly) are padded with NaN,
@@ -115,7 +118,7 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
                               window: int = 256, batch_size: int = 8,
                               max_tokens: int | None = None, layers: Sequence[int] | None = None,
                               networks=None, loss_sensitivity: bool = False,
-                              progress: bool = True) -> xr.Dataset:
+                              loss_networks: int = 0, progress: bool = True) -> xr.Dataset:
     """Statistics of every MLP neuron's input over a calibration corpus.
 
     Parameters
@@ -144,6 +147,11 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
         ``"fisher"`` criterion reads) in a second pass over the same windows
         that runs the whole model and its backward pass
         (:func:`~llmbrain.pruning.collect_loss_sensitivity`).
+    loss_networks : int, default=0
+        With ``loss_sensitivity``, also keep the strongest ``loss_networks``
+        loss networks of every layer (variables ``loss_networks`` and
+        ``loss_network_strength``, which the ``"loss-networks"`` criterion
+        reads; :data:`~llmbrain.pruning.LOSS_NETWORKS` is its setting).
     progress : bool, default=True
         Show a progress bar (in tokens).
 
@@ -162,6 +170,9 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
     from ..recording import SplitSink, record
     from .sensitivity import collect_loss_sensitivity
 
+    if loss_networks and not loss_sensitivity:
+        raise ValueError("loss_networks come from the gradients of the loss: pass "
+                         "loss_sensitivity=True with them.")
     if loss_sensitivity and not isinstance(corpus, TokenWindows):
         # tokenised once, so that both passes see the same tokens
         corpus = tokenize_windows(load_corpus(corpus), tokenizer, window, max_tokens=max_tokens)
@@ -182,8 +193,8 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
     if loss_sensitivity:
         fisher = collect_loss_sensitivity(model, corpus, stats, batch_size=batch_size,
                                           layers=stats["layer"].values.tolist(),
-                                          progress=progress)
-        stats = stats.assign(fisher=fisher["fisher"])
+                                          loss_networks=loss_networks, progress=progress)
+        stats = stats.assign({name: fisher[name] for name in fisher.data_vars})
         stats.attrs["sensitivity_tokens"] = fisher.attrs["n_tokens"]
     return stats
 

@@ -40,6 +40,13 @@ Criteria
     diagonal empirical Fisher of Fisher pruning (arXiv 1801.05787). It needs
     gradients: ``collect_calibration_stats(..., loss_sensitivity=True)``
     (see :mod:`llmbrain.pruning.sensitivity`).
+``"loss-networks"``
+    Fisher with the interactions of neurons inside the layer's *loss
+    networks*, the leading eigenvectors of the Gram matrix of the neurons'
+    per-token loss contributions: neurons are removed one at a time, each
+    time the one that adds least to the second-order loss of the removed set
+    (:func:`~llmbrain.pruning.loss_network_importance`). It needs
+    ``collect_calibration_stats(..., loss_sensitivity=True, loss_networks=8)``.
 ``"random"``
     Uniform random scores (a control).
 """
@@ -55,19 +62,25 @@ from torch import nn
 
 from ..models.adapters import get_adapter
 from .calibration import layer_statistic
+from .sensitivity import loss_network_importance
 
-__all__ = ["CALIBRATED_CRITERIA", "CRITERIA", "GRADIENT_CRITERIA", "check_criterion",
-           "network_scores", "score_neurons"]
+__all__ = ["CALIBRATED_CRITERIA", "CRITERIA", "GRADIENT_CRITERIA", "LOSS_NETWORKS",
+           "check_criterion", "network_scores", "score_neurons"]
 
 #: Names accepted by :func:`score_neurons`.
-CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher", "random")
+CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher",
+            "loss-networks", "random")
 #: Criteria that score neurons from calibration statistics.
-CALIBRATED_CRITERIA = ("contextual", "wanda-sp", "flap", "fisher")
+CALIBRATED_CRITERIA = ("contextual", "wanda-sp", "flap", "fisher", "loss-networks")
 #: Criteria whose calibration statistics need gradients of the loss
 #: (``collect_calibration_stats(..., loss_sensitivity=True)``).
-GRADIENT_CRITERIA = ("fisher",)
+GRADIENT_CRITERIA = ("fisher", "loss-networks")
+#: Loss networks per layer that ``"loss-networks"`` is meant to be given
+#: (``collect_calibration_stats(..., loss_networks=LOSS_NETWORKS)``): 8 did better
+#: than 32 on WikiText-2 validation (``benchmarks/results/network-criteria.md``).
+LOSS_NETWORKS = 8
 _STATISTIC = {"contextual": "mean_abs", "wanda-sp": "l2_norm", "flap": "variance",
-              "fisher": "fisher"}
+              "fisher": "fisher", "loss-networks": "fisher"}
 _NEEDS_NETWORKS = ("networks",)
 
 
@@ -157,12 +170,14 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: xr.Dataset |
     Parameters
     ----------
     model : transformers.PreTrainedModel
-    criterion : {"networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher", "random"}
+    criterion : {"networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher", \
+"loss-networks", "random"}
         See the module documentation.
     calibration : xarray.Dataset, optional
-        Needed by "contextual", "wanda-sp", "flap" and "fisher": statistics from
-        :func:`~llmbrain.pruning.collect_calibration_stats` (with
-        ``loss_sensitivity=True`` for "fisher").
+        Needed by "contextual", "wanda-sp", "flap", "fisher" and "loss-networks":
+        statistics from :func:`~llmbrain.pruning.collect_calibration_stats`
+        (with ``loss_sensitivity=True`` for "fisher", and also
+        ``loss_networks=LOSS_NETWORKS`` for "loss-networks").
     networks : FunctionalNetworks, NetworkRecurrence, DataArray, Dataset or list, optional
         Needed by "networks": fitted estimators or their z-scored maps (see
         :func:`network_scores`); a list of runs is united.
@@ -208,10 +223,14 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: xr.Dataset |
             raise ValueError(f"criterion={criterion!r} needs calibration statistics: "
                              "calibration=collect_calibration_stats(model, tokenizer, corpus).")
         name = _STATISTIC[criterion]
-        if name not in calibration:
-            raise ValueError(f"criterion={criterion!r} needs the loss sensitivity of every "
-                             "neuron, which these calibration statistics lack: "
-                             "collect_calibration_stats(..., loss_sensitivity=True).")
+        networks_needed = criterion == "loss-networks"
+        if name not in calibration or (networks_needed and "loss_networks" not in calibration):
+            what = "the loss networks of every layer" if networks_needed else \
+                "the loss sensitivity of every neuron"
+            how = "loss_sensitivity=True" + (f", loss_networks={LOSS_NETWORKS}"
+                                             if networks_needed else "")
+            raise ValueError(f"criterion={criterion!r} needs {what}, which these calibration "
+                             f"statistics lack: collect_calibration_stats(..., {how}).")
         for layer in layers:
             stats[layer] = layer_statistic(calibration, name, layer)
             if stats[layer].size != sizes[layer]:
@@ -224,6 +243,11 @@ def score_neurons(model: nn.Module, criterion: str, *, calibration: xr.Dataset |
         down = adapter.down_weight(model, layer).detach().to(torch.float64).cpu()
         if criterion in ("contextual", "fisher"):
             score = stats[layer]
+        elif criterion == "loss-networks":
+            row = calibration.sel(layer=layer)
+            score = loss_network_importance(
+                stats[layer], row["loss_networks"].values[:, :sizes[layer]],
+                row["loss_network_strength"].values)
         elif criterion == "magnitude":
             squares = (down ** 2).sum(0)
             for up in adapter.up_weights(model, layer):

@@ -100,11 +100,13 @@ class PlanOptions:
 #: as compared there (uniform, no compensation). ``"fisher"``, which scores the
 #: removal with bias compensation, gets the recipe's kept layers and progressive
 #: compensation with uniform allocation: on WikiText-2 validation (SmolLM2) a
-#: global ranking was up to 6% better at 10-30% sparsity but 16% worse at 50%.
+#: global ranking was up to 6% better at 10-30% sparsity but 16% worse at 50%;
+#: ``"loss-networks"``, Fisher with its interactions, gets the same.
 PUBLISHED = {
     "networks": PlanOptions("global", 3, 2, "progressive"),
     "flap": PlanOptions("adaptive", 0, 0, "dense"),
     "fisher": PlanOptions("uniform", 3, 2, "progressive"),
+    "loss-networks": PlanOptions("uniform", 3, 2, "progressive"),
     "wanda-sp": PlanOptions("uniform"),
     "contextual": PlanOptions("uniform"),
     "magnitude": PlanOptions("uniform"),

@@ -22,6 +22,25 @@ compare across layers.
 The gradients need one backward pass through the whole model, language-model
 head included, over the calibration windows; the model's weights are not
 touched and no parameter gradient is stored.
+
+Loss networks
+-------------
+The per-token terms ``c_tj = (x_tj - mu_j) g_tj`` are the neurons' loss
+contributions, a (tokens x neurons) time series per layer. Their Gram matrix
+``G = C^T C`` extends Fisher to sets of neurons: removing a set ``S`` of a
+layer costs ``1_S^T G 1_S`` to second order, of which ``F_j = G_jj`` are the
+neurons' own terms and the off-diagonal what neurons that act together add
+to or take from each other's cost. The leading eigenvectors of ``G`` are
+*loss networks*: sets of neurons whose loss contributions rise and fall
+together over tokens, each with its strength ``lambda_k = u_k^T G u_k``, the
+loss that removing the network's direction costs.
+``collect_loss_sensitivity(..., loss_networks=K)`` keeps the ``K`` strongest
+per layer, and the ``"loss-networks"`` criterion removes, layer by layer and
+one neuron at a time, the neuron that adds least to
+``1_S^T (diag(G) + offdiag(G_K)) 1_S``, with ``G_K = U_K Lambda_K U_K^T``:
+each neuron's own Fisher plus its interactions within the loss networks
+(the rest of the off-diagonal, estimated from a few thousand tokens, is
+mostly noise; see ``benchmarks/results/network-criteria.md``).
 """
 
 from __future__ import annotations
@@ -35,7 +54,7 @@ from tqdm.auto import tqdm
 from ..corpus import TokenWindows
 from ..models.adapters import get_adapter
 
-__all__ = ["collect_loss_sensitivity"]
+__all__ = ["collect_loss_sensitivity", "loss_network_importance"]
 
 
 def _means(means, layers, widths) -> dict[int, torch.Tensor]:
@@ -58,7 +77,8 @@ def _means(means, layers, widths) -> dict[int, torch.Tensor]:
 
 
 def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: int = 8,
-                             layers=None, progress: bool = True) -> xr.Dataset:
+                             layers=None, loss_networks: int = 0,
+                             progress: bool = True) -> xr.Dataset:
     """Each MLP neuron's Fisher score over calibration windows (see the module text).
 
     Parameters
@@ -74,6 +94,13 @@ def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: in
         Windows per forward and backward pass.
     layers : sequence of int, optional
         Layers to score (default: all).
+    loss_networks : int, default=0
+        Also keep the ``loss_networks`` strongest loss networks of every
+        layer (see the module text; the ``"loss-networks"`` criterion reads
+        them). This accumulates each layer's Gram matrix of loss
+        contributions during the pass: ``8 * width**2`` bytes per layer on
+        the model's device (19 MB for a layer of 1,536 neurons, 0.97 GB for
+        one of 11,008).
     progress : bool, default=True
         Show a progress bar (in windows).
 
@@ -83,6 +110,11 @@ def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: in
         ``fisher`` with dims ``(layer, neuron)`` (NaN-padded as the calibration
         statistics, coordinate ``n_neurons``); attrs ``n_tokens`` (tokens
         whose gradient was taken) and ``loss`` (the mean next-token loss).
+        With ``loss_networks``, also ``loss_networks`` ``(layer,
+        loss_network, neuron)``, each network's unit-norm neuron weights (the
+        largest weight positive), and ``loss_network_strength`` ``(layer,
+        loss_network)``, its eigenvalue of ``G`` in units of the loss, by
+        decreasing strength.
 
     Examples
     --------
@@ -97,6 +129,10 @@ def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: in
                          f"tokens) with at least 2 tokens a window; got shape {tuple(ids.shape)}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}.")
+    if isinstance(loss_networks, bool) or not isinstance(loss_networks, (int, np.integer)) \
+            or loss_networks < 0:
+        raise ValueError("loss_networks must be a non-negative integer (0: none), not "
+                         f"{loss_networks!r}.")
     adapter = get_adapter(model)
     widths = adapter.neurons_per_layer(model)
     n_layers = len(widths)
@@ -106,11 +142,16 @@ def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: in
         raise ValueError(f"layers must name some of the model's layers 0..{n_layers - 1}; got "
                          f"{layers}.")
     widths = [widths[layer] for layer in layers]
+    if loss_networks > min(widths):
+        raise ValueError(f"loss_networks={loss_networks} exceeds the {min(widths)} neurons of "
+                         "the narrowest layer scored: ask for fewer.")
     mu = _means(means, layers, widths)
     embed = model.get_input_embeddings()
     device = embed.weight.device
     sums = {layer: torch.zeros(width, dtype=torch.float64, device=device)
             for layer, width in zip(layers, widths)}
+    grams = {layer: torch.zeros(width, width, dtype=torch.float64, device=device)
+             for layer, width in zip(layers, widths)} if loss_networks else {}
     inputs: dict[int, torch.Tensor] = {}
 
     def keep_input(layer):
@@ -145,6 +186,10 @@ def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: in
                 x = inputs[layer].detach().to(torch.float64)
                 deviation = (x - mu[layer].to(device)) * grad.to(torch.float64)
                 sums[layer] += (deviation ** 2).sum(dim=tuple(range(deviation.ndim - 1)))
+                if grams:
+                    # float32 products (fast), summed over batches in float64
+                    flat = deviation.reshape(-1, deviation.shape[-1]).to(torch.float32)
+                    grams[layer] += (flat.T @ flat).to(torch.float64)
             n_tokens += count
             total_loss += float(loss.detach())
             bar.update(len(batch))
@@ -160,7 +205,77 @@ def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: in
     data = np.full((len(layers), width), np.nan)
     for i, (layer, n) in enumerate(zip(layers, widths)):
         data[i, :n] = sums[layer].cpu().numpy()
-    return xr.Dataset({"fisher": (("layer", "neuron"), data)},
+    variables = {"fisher": (("layer", "neuron"), data)}
+    if grams:
+        vectors = np.full((len(layers), loss_networks, width), np.nan)
+        strengths = np.empty((len(layers), loss_networks))
+        for i, (layer, n) in enumerate(zip(layers, widths)):
+            strengths[i], vectors[i, :, :n] = _leading_eigenvectors(grams.pop(layer),
+                                                                   loss_networks)
+        variables["loss_networks"] = (("layer", "loss_network", "neuron"), vectors)
+        variables["loss_network_strength"] = (("layer", "loss_network"), strengths)
+    return xr.Dataset(variables,
                       coords={"layer": layers, "neuron": np.arange(width),
                               "n_neurons": ("layer", widths)},
                       attrs={"n_tokens": int(n_tokens), "loss": total_loss / n_tokens})
+
+
+def _leading_eigenvectors(gram: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenvalues of a symmetric matrix and their unit eigenvectors
+    (rows), each signed so that its largest entry is positive."""
+    values, vectors = torch.linalg.eigh((gram + gram.T) / 2)
+    values, vectors = values.flip(0)[:k], vectors.flip(1)[:, :k].T
+    rows = torch.arange(k, device=vectors.device)
+    signs = torch.sign(vectors[rows, vectors.abs().argmax(dim=1)])
+    return values.cpu().numpy(), (vectors * signs[:, None]).cpu().numpy()
+
+
+def loss_network_importance(fisher, networks, strengths) -> np.ndarray:
+    """The ``"loss-networks"`` scores of one layer's neurons (higher = keep).
+
+    Neurons are removed greedily, each time the one whose removal adds least
+    to ``1_S^T Q 1_S`` with ``Q = diag(F) + offdiag(U^T diag(lambda) U)``
+    (the neurons' own Fisher ``F`` and their interactions within the loss
+    networks ``U``, see the module text). A neuron's score is the largest
+    marginal cost met up to its removal, so it is in units of the loss,
+    increases strictly along the removal order, and keeping the highest
+    scores of one layer, or of several at once (each layer's ranking merged
+    by cost), keeps what the greedy removal keeps.
+
+    Parameters
+    ----------
+    fisher : array of shape (n_neurons,)
+        Each neuron's Fisher score (the diagonal of ``G``).
+    networks : array of shape (n_networks, n_neurons)
+        The loss networks' neuron weights (rows of ``U``).
+    strengths : array of shape (n_networks,)
+        Their eigenvalues ``lambda``.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_neurons,)
+    """
+    fisher = np.asarray(fisher, dtype=np.float64)
+    networks = np.atleast_2d(np.asarray(networks, dtype=np.float64))
+    strengths = np.asarray(strengths, dtype=np.float64)
+    n = fisher.size
+    if networks.shape[1] != n or strengths.shape != networks.shape[:1] or \
+            not (np.isfinite(fisher).all() and np.isfinite(networks).all()
+                 and np.isfinite(strengths).all()):
+        raise ValueError(f"fisher ({fisher.shape}), networks ({networks.shape}) and strengths "
+                         f"({strengths.shape}) must be finite, with one weight per neuron in "
+                         "each network and one strength per network.")
+    weighted = networks.T * strengths            # (neurons, networks): U^T Lambda
+    removed_sum = np.zeros(networks.shape[0])   # sum of U's columns of the removed neurons
+    alive = np.ones(n, bool)
+    scores = np.empty(n)
+    highest = -np.inf
+    for _ in range(n):
+        # cost of removing j after S: F_j + 2 sum_{i in S} (U^T Lambda U)_ji  (j not in S)
+        cost = np.where(alive, fisher + 2 * (weighted @ removed_sum), np.inf)
+        j = int(np.argmin(cost))
+        highest = max(cost[j], np.nextafter(highest, np.inf))
+        scores[j] = highest
+        alive[j] = False
+        removed_sum += networks[:, j]
+    return scores
