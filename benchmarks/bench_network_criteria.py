@@ -48,17 +48,15 @@ import torch
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pruning import DATA, prefix, validation_text  # noqa: E402
+from bench_pruning import (DATA, add_calibration_arguments, calibrate,  # noqa: E402
+                           prefix, validation_text)
 
 PROTECT_FIRST, PROTECT_LAST = 3, 2
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calibration", default=str(DATA / "calibration" / "c4" /
-                                                     "c4_en_train_first1000.jsonl"))
-    parser.add_argument("--calibration-tokens", type=int, default=16384)
-    parser.add_argument("--compensation-tokens", type=int, default=4096)
+    add_calibration_arguments(parser)
     parser.add_argument("--validation", default=str(DATA / "calibration" /
                                                     "wikitext2_raw_valid_doclevel"))
     parser.add_argument("--val-windows", type=int, default=32)
@@ -135,11 +133,9 @@ def greedy_removal(quadratic, count):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import llmbrain
-    from llmbrain.corpus import load_corpus, tokenize_windows
     from llmbrain.evaluation import perplexity
     from llmbrain.networks import find_networks
-    from llmbrain.pruning import (PruningPlan, collect_calibration_stats, prune_model,
-                                  score_neurons)
+    from llmbrain.pruning import PruningPlan, prune_model, score_neurons
 
     command = "python " + shlex.join(["benchmarks/bench_network_criteria.py", *sys.argv[1:]])
     out = Path(args.out)
@@ -151,11 +147,7 @@ def main(argv=None) -> int:
 
     model, tokenizer = llmbrain.load_model("default")
     model.eval()
-    windows = tokenize_windows(load_corpus(args.calibration), tokenizer, 256,
-                               max_tokens=args.calibration_tokens)
-    compensation = windows.input_ids[:max(1, args.compensation_tokens // 256)]
-    stats = collect_calibration_stats(model, tokenizer, windows, window=256,
-                                      batch_size=args.batch_size, progress=False)
+    windows, stats, compensation = calibrate(model, tokenizer, args)
     n_layers, width = stats.sizes["layer"], stats.sizes["neuron"]
     means = stats["mean"].values
     gram, total, per_window = loss_contributions(model, windows.input_ids, means, args.batch_size)

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pruning import DATA, chosen_options, prefix  # noqa: E402
+from bench_pruning import (DATA, add_calibration_arguments, calibrate,  # noqa: E402
+                           chosen_options, prefix)
 
 
 def parse_args(argv=None):
@@ -47,10 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--sparsities", default="0.2,0.5")
     parser.add_argument("--selection", required=True,
                         help="selection.csv files of bench_pruning.py runs (comma-separated)")
-    parser.add_argument("--calibration", default=str(DATA / "calibration" / "c4" /
-                                                     "c4_en_train_first1000.jsonl"))
-    parser.add_argument("--calibration-tokens", type=int, default=16384)
-    parser.add_argument("--compensation-tokens", type=int, default=4096)
+    add_calibration_arguments(parser)
     parser.add_argument("--wikitext", default=str(DATA / "wikitext2_raw" /
                                                   "test.hf_rows_newline_joined.txt"))
     parser.add_argument("--test-windows", type=int, default=320)
@@ -62,20 +60,17 @@ def parse_args(argv=None):
 def paired_ratio(nll: np.ndarray, reference: np.ndarray) -> dict:
     """Perplexity ratio of two models scored on the same windows, with its paired error."""
     d = nll - reference
-    se = d.std(ddof=1) / np.sqrt(d.size)
-    return {"ratio": float(np.exp(d.mean())), "ratio_se": float(np.exp(d.mean()) * se),
-            "low": float(np.exp(d.mean() - 1.96 * se)),
-            "high": float(np.exp(d.mean() + 1.96 * se)),
+    mean, se = d.mean(), d.std(ddof=1) / np.sqrt(d.size)
+    return {"ratio": float(np.exp(mean)), "ratio_se": float(np.exp(mean) * se),
+            "low": float(np.exp(mean - 1.96 * se)), "high": float(np.exp(mean + 1.96 * se)),
             "windows_worse": float(np.mean(d > 0))}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     import llmbrain
-    from llmbrain.corpus import load_corpus, tokenize_windows
     from llmbrain.evaluation import load_wikitext2, perplexity
-    from llmbrain.pruning import (GRADIENT_CRITERIA, LOSS_NETWORKS, collect_calibration_stats,
-                                  prune)
+    from llmbrain.pruning import prune
 
     command = "python " + shlex.join(["benchmarks/bench_paired.py", *sys.argv[1:]])
     out = Path(args.out)
@@ -89,13 +84,7 @@ def main(argv=None) -> int:
 
     model, tokenizer = llmbrain.load_model("default")
     model.eval()
-    windows = tokenize_windows(load_corpus(args.calibration), tokenizer, 256,
-                               max_tokens=args.calibration_tokens)
-    stats = collect_calibration_stats(
-        model, tokenizer, windows, window=256, batch_size=args.batch_size,
-        loss_sensitivity=bool(set(criteria) & set(GRADIENT_CRITERIA)),
-        loss_networks=LOSS_NETWORKS if "loss-networks" in criteria else 0, progress=False)
-    compensation = windows.input_ids[:max(1, args.compensation_tokens // 256)]
+    _, stats, compensation = calibrate(model, tokenizer, args, criteria)
     text = prefix(load_wikitext2(args.wikitext), args.test_windows)
 
     def score(m):

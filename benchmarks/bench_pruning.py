@@ -73,6 +73,29 @@ CRITERIA = ("networks", "loss-networks", "fisher", "flap", "wanda-sp", "contextu
 PROTECTIONS = {"none": (0, 0), "first3-last2": (3, 2)}
 
 
+def add_calibration_arguments(parser) -> None:
+    """The calibration text's options, the same in every pruning benchmark."""
+    parser.add_argument("--calibration", default=str(DATA / "calibration" / "c4" /
+                                                     "c4_en_train_first1000.jsonl"))
+    parser.add_argument("--calibration-tokens", type=int, default=16384)
+    parser.add_argument("--compensation-tokens", type=int, default=4096,
+                        help="calibration tokens the progressive bias compensation runs on")
+
+
+def calibrate(model, tokenizer, args, criteria=()):
+    """Calibration windows of 256 tokens, their statistics (with what ``criteria`` need)
+    and the first windows, on which progressive bias compensation runs."""
+    from llmbrain.corpus import load_corpus, tokenize_windows
+    from llmbrain.pruning import collect_calibration_stats, sensitivity_options
+
+    windows = tokenize_windows(load_corpus(args.calibration), tokenizer, 256,
+                               max_tokens=args.calibration_tokens)
+    stats = collect_calibration_stats(model, tokenizer, windows, window=256,
+                                      batch_size=args.batch_size, progress=False,
+                                      **sensitivity_options(criteria))
+    return windows, stats, windows.input_ids[:max(1, args.compensation_tokens // 256)]
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,11 +110,7 @@ def parse_args(argv=None):
     parser.add_argument("--protections", default="none,first3-last2",
                         help="protected layers tried in the grid: "
                              + ", ".join(PROTECTIONS))
-    parser.add_argument("--calibration", default=str(DATA / "calibration" / "c4" /
-                                                     "c4_en_train_first1000.jsonl"))
-    parser.add_argument("--calibration-tokens", type=int, default=16384)
-    parser.add_argument("--compensation-tokens", type=int, default=4096,
-                        help="calibration tokens the progressive bias compensation runs on")
+    add_calibration_arguments(parser)
     parser.add_argument("--network-components", default="scaled,64",
                         help="networks per layer tried on validation (comma-separated; "
                              "'scaled' follows llmbrain.networks.scaled_components)")
@@ -201,17 +220,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     import llmbrain
-    from llmbrain.corpus import load_corpus, tokenize_windows
     from llmbrain.evaluation import evaluate_model, load_wikitext2
     from llmbrain.evaluation.results import results_table, save_results, summarize_seeds
     from llmbrain.networks import find_networks
-    from llmbrain.pruning import (
-        GRADIENT_CRITERIA,
-        LOSS_NETWORKS,
-        PUBLISHED,
-        collect_calibration_stats,
-        compare_pruning,
-    )
+    from llmbrain.pruning import PUBLISHED, compare_pruning
 
     command = "python " + shlex.join(["benchmarks/bench_pruning.py", *sys.argv[1:]])
     out = Path(args.out)
@@ -226,14 +238,7 @@ def main(argv=None) -> int:
     model, tokenizer = llmbrain.load_model(args.model, device=args.device)
     model.eval()
     name = str(model.config.name_or_path) if args.model != "default" else "SmolLM2-135M-Instruct"
-    windows = tokenize_windows(load_corpus(args.calibration), tokenizer, 256,
-                               max_tokens=args.calibration_tokens)
-    stats = collect_calibration_stats(model, tokenizer, windows, window=256,
-                                      batch_size=args.batch_size,
-                                      loss_sensitivity=bool(set(criteria) & set(GRADIENT_CRITERIA)),
-                                      loss_networks=LOSS_NETWORKS if "loss-networks" in criteria
-                                      else 0, progress=False)
-    compensation = windows.input_ids[:max(1, args.compensation_tokens // 256)]
+    windows, stats, compensation = calibrate(model, tokenizer, args, criteria)
     log(f"calibration statistics over {stats.attrs['n_tokens']:,} tokens")
 
     val_name, test_name = "wikitext2-validation", "wikitext2-test"

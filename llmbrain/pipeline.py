@@ -168,12 +168,12 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
         save_networks,
     )
     from .pruning import (
-        GRADIENT_CRITERIA,
         LOSS_NETWORKS,
         calibration_stats_from_activations,
         collect_loss_sensitivity,
         compare_pruning,
         save_pruned,
+        sensitivity_options,
     )
     from .recording import record
     from .report import PUBLISHED_CLAIMS, Methods, build_report
@@ -216,11 +216,11 @@ def run_pipeline(model="default", corpus="default", out="llmbrain-report", *,
     steps.done(f"interventions on {n_interventions} networks, {n_controls} controls each")
 
     stats = calibration_stats_from_activations(ds)
-    if any(criterion in GRADIENT_CRITERIA for criterion in criteria):
-        sensitivity = collect_loss_sensitivity(
+    needs = sensitivity_options(criteria)
+    if needs["loss_sensitivity"]:
+        stats = stats.assign(collect_loss_sensitivity(
             model, windows, stats, batch_size=batch_size, progress=progress,
-            loss_networks=LOSS_NETWORKS if "loss-networks" in criteria else 0)
-        stats = stats.assign({name: sensitivity[name] for name in sensitivity.data_vars})
+            loss_networks=needs["loss_networks"]).data_vars)
     pruning_networks = None
     if "networks" in criteria:
         pruning_networks = find_networks(model, tokenizer, windows, n_runs=pruning_runs,

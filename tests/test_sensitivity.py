@@ -10,7 +10,7 @@ from llmbrain._testing import byte_tokenizer, tiny_model
 from llmbrain.models import get_adapter
 from llmbrain.pruning import (LOSS_NETWORKS, PlanOptions, collect_calibration_stats,
                               collect_loss_sensitivity, loss_network_importance, make_plan,
-                              prune, prune_model, score_neurons)
+                              prune, prune_model, score_neurons, sensitivity_options)
 
 ARCHS = ["llama", "gpt2", "phi3", "gemma3_text"]
 
@@ -192,3 +192,11 @@ def test_the_loss_networks_criterion_prunes_with_its_statistics(ids):
     _, plan = prune(model, "loss-networks", 0.25, options=options, calibration=stats,
                     calibration_windows=ids.numpy())
     assert sum(plan.n_kept().values()) == round(0.75 * 3 * 48)
+
+
+def test_sensitivity_options_say_what_each_criterion_needs():
+    assert sensitivity_options("flap") == {"loss_sensitivity": False, "loss_networks": 0}
+    assert sensitivity_options(["flap", "fisher"]) == {"loss_sensitivity": True,
+                                                       "loss_networks": 0}
+    assert sensitivity_options(("random", "loss-networks")) == {
+        "loss_sensitivity": True, "loss_networks": LOSS_NETWORKS}

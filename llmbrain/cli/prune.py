@@ -114,8 +114,8 @@ def run(args) -> int:
     from ..corpus import load_corpus, tokenize_windows
     from ..evaluation import count_parameters
     from ..models import get_adapter, load_model
-    from ..pruning import (CALIBRATED_CRITERIA, GRADIENT_CRITERIA, LOSS_NETWORKS,
-                           collect_calibration_stats, prune, save_pruned)
+    from ..pruning import (CALIBRATED_CRITERIA, collect_calibration_stats, prune, save_pruned,
+                           sensitivity_options)
 
     out = Path(args.out)
     if args.criterion == "networks" and not args.networks:
@@ -144,9 +144,7 @@ def run(args) -> int:
                                    max_tokens=args.calibration_tokens)
         stats = collect_calibration_stats(
             model, tokenizer, windows, window=args.window, batch_size=args.batch_size,
-            loss_sensitivity=args.criterion in GRADIENT_CRITERIA,
-            loss_networks=LOSS_NETWORKS if args.criterion == "loss-networks" else 0,
-            progress=args.progress)
+            progress=args.progress, **sensitivity_options(args.criterion))
     before = count_parameters(model)["n_params"]
     start = time.perf_counter()
     model, plan = prune(model, args.criterion, args.sparsity, options=options,

@@ -5,7 +5,7 @@ from .calibration import (STATISTICS, calibration_stats_from_activations,
                           collect_calibration_stats, layer_statistic)
 from .compare import compare_pruning
 from .criteria import (CALIBRATED_CRITERIA, CRITERIA, GRADIENT_CRITERIA, LOSS_NETWORKS,
-                       check_criterion, network_scores, score_neurons)
+                       check_criterion, network_scores, score_neurons, sensitivity_options)
 from .plan import ALLOCATIONS, PruningPlan, make_plan
 from .recipes import BIAS_COMPENSATIONS, PUBLISHED, PlanOptions, prune
 from .sensitivity import collect_loss_sensitivity, loss_network_importance
@@ -38,4 +38,5 @@ __all__ = [
     "resize_mlps",
     "save_pruned",
     "score_neurons",
+    "sensitivity_options",
 ]

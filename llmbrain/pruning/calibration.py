@@ -194,7 +194,7 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
         fisher = collect_loss_sensitivity(model, corpus, stats, batch_size=batch_size,
                                           layers=stats["layer"].values.tolist(),
                                           loss_networks=loss_networks, progress=progress)
-        stats = stats.assign({name: fisher[name] for name in fisher.data_vars})
+        stats = stats.assign(fisher.data_vars)
         stats.attrs["sensitivity_tokens"] = fisher.attrs["n_tokens"]
     return stats
 

@@ -65,7 +65,7 @@ from .calibration import layer_statistic
 from .sensitivity import loss_network_importance
 
 __all__ = ["CALIBRATED_CRITERIA", "CRITERIA", "GRADIENT_CRITERIA", "LOSS_NETWORKS",
-           "check_criterion", "network_scores", "score_neurons"]
+           "check_criterion", "network_scores", "score_neurons", "sensitivity_options"]
 
 #: Names accepted by :func:`score_neurons`.
 CRITERIA = ("networks", "contextual", "magnitude", "wanda-sp", "flap", "fisher",
@@ -94,6 +94,27 @@ def check_criterion(criterion: str) -> str:
         raise ValueError(f"Unknown criterion {criterion!r}; choose one of "
                          f"{', '.join(CRITERIA)}.")
     return criterion
+
+
+def sensitivity_options(criteria) -> dict:
+    """What :func:`~llmbrain.pruning.collect_calibration_stats` must measure for ``criteria``.
+
+    Parameters
+    ----------
+    criteria : str or sequence of str
+        Criterion names.
+
+    Returns
+    -------
+    dict
+        ``loss_sensitivity`` (a criterion needs gradients of the loss) and
+        ``loss_networks`` (:data:`LOSS_NETWORKS` for ``"loss-networks"``, else
+        0), to pass on: ``collect_calibration_stats(model, tokenizer, corpus,
+        **sensitivity_options(criteria))``.
+    """
+    criteria = [criteria] if isinstance(criteria, str) else list(criteria)
+    return {"loss_sensitivity": any(c in GRADIENT_CRITERIA for c in criteria),
+            "loss_networks": LOSS_NETWORKS if "loss-networks" in criteria else 0}
 
 
 def _as_scores(per_layer: dict[int, np.ndarray], criterion: str) -> xr.DataArray:
