@@ -200,3 +200,5 @@ def test_sensitivity_options_say_what_each_criterion_needs():
                                                        "loss_networks": 0}
     assert sensitivity_options(("random", "loss-networks")) == {
         "loss_sensitivity": True, "loss_networks": LOSS_NETWORKS}
+    with pytest.raises(ValueError, match="Unknown criterion 'fishr'"):
+        sensitivity_options(["flap", "fishr"])

@@ -112,7 +112,8 @@ def sensitivity_options(criteria) -> dict:
         0), to pass on: ``collect_calibration_stats(model, tokenizer, corpus,
         **sensitivity_options(criteria))``.
     """
-    criteria = [criteria] if isinstance(criteria, str) else list(criteria)
+    criteria = [check_criterion(c) for c in ([criteria] if isinstance(criteria, str)
+                                             else criteria)]
     return {"loss_sensitivity": any(c in GRADIENT_CRITERIA for c in criteria),
             "loss_networks": LOSS_NETWORKS if "loss-networks" in criteria else 0}
 
