@@ -73,6 +73,46 @@ def test_sketches_of_parts_merge_into_the_sketch_of_the_whole(lowrank):
         whole.update(lowrank[:, :59])
 
 
+def test_kronecker_factors_compress_both_sides_or_give_way_to_a_dense_matrix():
+    from llmbrain.networks._sketch import _kronecker_shape
+
+    rows_a, rows_b, cols_a, cols_b = _kronecker_shape(1536, 512)      # SmolLM2, sketch 512
+    assert (rows_a * rows_b, cols_a * cols_b) == (1536, 512)
+    assert max(cols_a / rows_a, cols_b / rows_b) <= 0.75 and min(cols_a, cols_b) >= 8
+    assert _kronecker_shape(1531, 512) is None        # a prime width
+    assert _kronecker_shape(30, 16) is None           # factors too small to be near Gaussian
+
+
+def test_kronecker_sketch_takes_runs_and_flat_blocks_alike():
+    """Two runs of 256 voxels, a sketch of 64 columns: Kronecker factors per run."""
+    gen = torch.Generator().manual_seed(0)
+    strengths = torch.linspace(8, 1, 8, dtype=torch.float64)[:, None]
+    x = torch.randn(3000, 8, generator=gen, dtype=torch.float64) @ (
+        strengths * torch.randn(8, 512, generator=gen, dtype=torch.float64))
+    x = (x + 0.3 * torch.randn(3000, 512, generator=gen, dtype=torch.float64) + 5.0).float()
+    by_runs, flat = (CorrelationSketch(512, 64, device="cpu", groups=2) for _ in range(2))
+    assert by_runs._test.shape is not None
+    for start in range(0, 3000, 700):
+        block = x[start:start + 700]
+        by_runs.update(block.reshape(-1, 2, 256).transpose(0, 1))   # the factors' path
+        flat.update(block)                                          # the dense path
+    omega = by_runs.omega.numpy()
+    for part in omega.reshape(2, 256, 64):              # orthonormal columns in each run
+        np.testing.assert_allclose(part.T @ part, np.eye(64), atol=1e-12)
+    centred = x.double().numpy() - x.double().numpy().mean(axis=0)
+    expected = centred.T @ centred @ omega
+    for sketch in (by_runs, flat):
+        np.testing.assert_allclose(sketch.centred_products().numpy(), expected,
+                                   atol=0.01 * np.abs(expected).max())
+        maps, _ = sketch.principal_maps(8)
+        cosines = np.abs(np.sum(maps.double().numpy() *
+                                _correlation_eigenvectors(x.double().numpy(), 8), axis=1))
+        assert cosines.min() > 0.99
+    few = CorrelationSketch(512, 64, device="cpu", groups=2).update(x[:8])
+    with pytest.raises(ValueError, match="at least 9 tokens"):
+        few.principal_maps(8)
+
+
 @pytest.fixture(scope="module")
 def planted():
     X, _ = planted_networks(n_tokens=3000, n_layers=2, n_neurons=100, n_networks=6,

@@ -7,9 +7,19 @@ matrix, ``D`` the standard deviations) either
 
 * all of it (``size=None``: ``C`` itself, voxels × voxels), or
 * a streaming Nyström sketch ``C Omega`` (voxels × ``size``) with a fixed
-  Gaussian test matrix ``Omega`` (Tropp, Yurtsever, Udell and Cevher 2017,
+  random test matrix ``Omega`` (Tropp, Yurtsever, Udell and Cevher 2017,
   *Fixed-rank approximation of a positive-semidefinite matrix from streaming
-  data*): one product per block, memory independent of the tokens.
+  data*): two products per block, memory independent of the tokens.
+
+The test matrix is, for each run of voxels (each hook point of a layer), a
+Kronecker product ``A ⊗ B`` of two small Gaussian matrices where the sizes
+factor (each factor compressing its side; otherwise a dense Gaussian matrix),
+the factors' columns orthonormalised: a Kronecker-structured random
+projection (Jin, Kolda and Ward 2019, *Faster Johnson-Lindenstrauss transforms
+via Kronecker products*), whose product ``X Omega`` costs a tenth of a dense
+one, leaving the product back ``X^T (X Omega)`` as the sketch's one large
+cost. On SmolLM2's layers its principal maps are as close to the exact ones as
+those of a dense Gaussian matrix of the same size (``benchmarks/bench_online.py``).
 
 Both are sums over tokens: blocks can come in any order and size, and the
 sketches of several processes add up (:meth:`CorrelationSketch.merge`,
@@ -27,6 +37,7 @@ the offline fit computes from the data themselves).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
@@ -36,12 +47,146 @@ __all__ = ["CorrelationSketch"]
 #: Block buffers of each (device, product type, groups, width), see ``_workspace``.
 _WORKSPACES: dict = {}
 
+#: The test matrix is a Kronecker product only if each factor keeps at most this
+#: share of its side (columns / rows) and has at least ``_MIN_FACTOR_COLUMNS``
+#: columns (a product of smaller Gaussian factors is far from Gaussian); otherwise
+#: (small sketches, a prime number of voxels) it is a dense Gaussian matrix.
+_MAX_FACTOR_SHARE = 0.75
+_MIN_FACTOR_COLUMNS = 8
 
-@functools.lru_cache(maxsize=4)
-def _test_matrix(n_voxels: int, size: int, seed: int) -> torch.Tensor:
-    """A Gaussian test matrix (float64, on the CPU: the same on every device and process)."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n_voxels, size, generator=gen, dtype=torch.float64) / size ** 0.5
+#: The shift of the Nyström approximation, in units of the product type's machine
+#: epsilon times the correlation matrix's mean gain on the test matrix (see
+#: ``principal_maps``): chosen on the planted low-rank tokens of the tests, whose
+#: noise lies at bfloat16's rounding level (without a shift one seed in six loses a
+#: map), and on SmolLM2's layers over the built-in corpus, whose principal maps it
+#: leaves as close to the exact ones as without it (a full epsilon costs them).
+_SHIFT = 0.1
+
+
+def _factor_pairs(n: int) -> list[tuple[int, int]]:
+    """``(a, b)`` with ``a * b == n``, both at least 2."""
+    return [(n // b, b) for b in range(2, n // 2 + 1) if n % b == 0 and n // b >= 2]
+
+
+def _kronecker_shape(width: int, size: int) -> tuple[int, int, int, int] | None:
+    """``(rows_a, rows_b, cols_a, cols_b)`` of ``A ⊗ B`` (``rows_a * rows_b = width``,
+    ``cols_a * cols_b = size``) whose factors compress their sides most evenly; None
+    where no factor pair keeps at most ``_MAX_FACTOR_SHARE`` of both sides with
+    ``_MIN_FACTOR_COLUMNS`` columns each."""
+    best, best_key = None, None
+    for rows_a, rows_b in _factor_pairs(width):
+        for cols_a, cols_b in _factor_pairs(size):
+            if min(cols_a, cols_b) < _MIN_FACTOR_COLUMNS:
+                continue
+            share = max(cols_a / rows_a, cols_b / rows_b)
+            # the most even compression, then the squarest factors
+            key = (share, round(abs(math.log(rows_a / rows_b)), 9), rows_a)
+            if share <= _MAX_FACTOR_SHARE and (best_key is None or key < best_key):
+                best, best_key = (rows_a, rows_b, cols_a, cols_b), key
+    return best
+
+
+class _TestMatrix:
+    """The sketch's test matrix ``K`` (voxels × size): for each of ``groups`` runs
+    of voxels, a Kronecker product ``A_g ⊗ B_g`` of Gaussian factors, stacked (or
+    a dense Gaussian matrix), the factors' columns orthonormalised.
+
+    Each run has factors of its own: the voxels at the same place of two runs
+    (the up and act values of one neuron, often strongly correlated) then have
+    independent rows, which a Kronecker product over all voxels would not give
+    them. Drawn in float64 on the CPU from the seed, so every device and process
+    has the same one; the copies on a device are shared by the sketches of the
+    same shape and seed.
+    """
+
+    def __init__(self, n_voxels: int, size: int, seed: int, groups: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.n_voxels, self.size, self.seed = n_voxels, size, seed
+        self.groups = groups if groups >= 1 and n_voxels % groups == 0 else 1
+        self.width = n_voxels // self.groups
+        self.shape = _kronecker_shape(self.width, size)
+        # Gaussian matrices with their columns orthonormalised: the same range, so the
+        # same Nyström approximation, but no weak directions in which the rounding of
+        # the block products to bfloat16 would be amplified
+        if self.shape is None:
+            self.dense = torch.linalg.qr(torch.randn(n_voxels, size, generator=gen,
+                                                     dtype=torch.float64))[0]
+        else:
+            rows_a, rows_b, cols_a, cols_b = self.shape
+            self.left = torch.linalg.qr(torch.randn(self.groups, rows_a, cols_a, generator=gen,
+                                                    dtype=torch.float64))[0]
+            self.right = torch.linalg.qr(torch.randn(self.groups, rows_b, cols_b,
+                                                     generator=gen, dtype=torch.float64))[0]
+        self._copies: dict = {}
+
+    def same_as(self, other: _TestMatrix) -> bool:
+        return (self.n_voxels, self.size, self.seed, self.groups) == (
+            other.n_voxels, other.size, other.seed, other.groups)
+
+    def kernel(self) -> torch.Tensor:
+        """``K`` (voxels × size, float64, CPU): in run ``g``, voxel ``a * rows_b + b``
+        and column ``i * cols_b + j`` hold ``A_g[a, i] * B_g[b, j]``."""
+        if self.shape is None:
+            return self.dense
+        return torch.cat([torch.kron(a, b) for a, b in zip(self.left, self.right)])
+
+    def on(self, device: torch.device, dtype: torch.dtype) -> dict:
+        """The factors (``dtype``) on ``device``; the dense kernel is added by
+        :meth:`block_product` where a block needs it."""
+        key = (device, dtype)
+        if key not in self._copies:
+            copy = {}
+            if self.shape is None:
+                copy["dense"] = self.dense.to(device, dtype)
+            else:
+                copy["left_t"] = self.left.transpose(1, 2).to(device, dtype).contiguous()
+                copy["right"] = self.right.to(device, dtype)
+            self._copies[key] = copy
+        return self._copies[key]
+
+    def project(self, m: torch.Tensor) -> torch.Tensor:
+        """``m K`` for ``m`` of shape (rows, voxels), in ``m``'s type and device."""
+        if self.shape is None:
+            return m @ self.dense.to(m.device, m.dtype)
+        rows_a, rows_b, cols_a, cols_b = self.shape
+        parts = m.reshape(-1, self.groups, rows_a, rows_b)
+        out = 0
+        for g in range(self.groups):
+            z = torch.matmul(self.left[g].T.to(m.device, m.dtype), parts[:, g])
+            out = out + z @ self.right[g].to(m.device, m.dtype)
+        return out.reshape(m.shape[0], self.size)
+
+    def block_product(self, x: torch.Tensor, device: torch.device, dtype: torch.dtype
+                      ) -> torch.Tensor:
+        """``X K`` (tokens × size) of a block ``x`` (groups, tokens, width) in ``dtype``:
+        through the factors where the block comes in the runs of the test matrix, by
+        a dense product otherwise."""
+        groups, n_b, width = x.shape
+        factors = self.on(device, dtype)
+        if self.shape is None or (groups, width) != (self.groups, self.width):
+            kernel = factors.get("dense")
+            if kernel is None:
+                kernel = factors["dense"] = self.kernel().to(device, dtype)
+            kernel = kernel.view(groups, width, self.size)
+            out = torch.mm(x[0], kernel[0])
+            for g in range(1, groups):
+                out.addmm_(x[g], kernel[g])
+            return out
+        rows_a, rows_b, cols_a, cols_b = self.shape
+        out = torch.empty(n_b * cols_a, cols_b, dtype=dtype, device=device)
+        for g in range(groups):                     # (A_g^T X_g) B_g, per token
+            z = torch.matmul(factors["left_t"][g], x[g].view(n_b, rows_a, rows_b))
+            z = z.view(n_b * cols_a, rows_b)
+            if g:
+                out.addmm_(z, factors["right"][g])
+            else:
+                torch.mm(z, factors["right"][g], out=out)
+        return out.view(n_b, self.size)
+
+
+@functools.lru_cache(maxsize=8)
+def _test_matrix(n_voxels: int, size: int, seed: int, groups: int) -> _TestMatrix:
+    return _TestMatrix(n_voxels, size, seed, groups)
 
 
 class CorrelationSketch:
@@ -58,6 +203,12 @@ class CorrelationSketch:
     seed : int
         Seed of the test matrix (drawn on the CPU, so every device and
         process draws the same one; sketches of the same seed share it).
+    groups : int, default=1
+        How the blocks will give the voxels: in ``groups`` consecutive runs of
+        equal width (e.g. the hook points of a layer, see :meth:`update`). The
+        Kronecker factors of the test matrix are chosen to fit the runs, so
+        that its product with a block takes no copy; blocks of another layout
+        are still taken, at the cost of a dense product.
     product_dtype : torch.dtype, optional
         Type of the products with the blocks (their accumulation is always in
         float32, the per-voxel sums in float64). Default: bfloat16 for a
@@ -67,7 +218,7 @@ class CorrelationSketch:
     """
 
     def __init__(self, n_voxels: int, size: int | None, *, device, seed: int = 0,
-                 product_dtype: torch.dtype | None = None) -> None:
+                 groups: int = 1, product_dtype: torch.dtype | None = None) -> None:
         self.n_voxels = int(n_voxels)
         self.exact = size is None or 2 * int(size) >= self.n_voxels
         self.size = self.n_voxels if self.exact else int(size)
@@ -78,14 +229,18 @@ class CorrelationSketch:
         self.sum = torch.zeros(self.n_voxels, dtype=torch.float64, device=self.device)
         self.sum_sq = torch.zeros_like(self.sum)
         # stored transposed, (size, voxels): the product with a block is then
-        # (C Omega)^T = Omega^T X^T X, whose layout the matrix product writes fastest
+        # (X Omega)^T X, whose layout the matrix product writes fastest
         self._products_t = torch.zeros(self.size, self.n_voxels, dtype=torch.float32,
                                        device=self.device)
         if self.exact:
-            self.omega = None
+            self._test = None
         else:
-            self.omega = _test_matrix(self.n_voxels, self.size, int(seed)).to(self.device)
-            self._omega_product = self.omega.to(self.product_dtype)
+            self._test = _test_matrix(self.n_voxels, self.size, int(seed), int(groups))
+
+    @property
+    def omega(self) -> torch.Tensor | None:
+        """The test matrix (voxels × size, float64, on the CPU); None for the exact matrix."""
+        return None if self.exact else self._test.kernel()
 
     def update(self, block: torch.Tensor) -> CorrelationSketch:
         """Add a block of tokens.
@@ -113,29 +268,16 @@ class CorrelationSketch:
         xp.copy_(shifted)
         self.n += n_b
         # per block in float32 (shifted values: small and centred), accumulated in float64
-        self.sum += shifted.sum(dim=1).reshape(-1).double()
+        self.sum += torch.matmul(shifted.new_ones(n_b), shifted).reshape(-1).double()
         self.sum_sq += shifted.square_().sum(dim=1).reshape(-1).double()
         if self.exact:
             flat = xp.transpose(0, 1).reshape(n_b, -1)
             self._products_t.addmm_(flat.T, flat)                  # symmetric
             return self
-        omega = self._omega_product.view(groups, width, self.size)
-        projected = torch.mm(xp[0], omega[0])                               # X Omega
-        for g in range(1, groups):
-            projected.addmm_(xp[g], omega[g])
+        projected = self._test.block_product(xp, self.device, self.product_dtype)
         back = torch.matmul(projected.T.contiguous(), xp)      # (X Omega)^T X, per group
         self._products_t.view(self.size, groups, width).add_(back.transpose(0, 1))
         return self
-
-    @property
-    def products(self) -> torch.Tensor:
-        """The uncentred sums: ``X^T X`` (exact) or ``X^T X Omega`` (sketch), float32,
-        of the shifted tokens ``X`` (voxels × size)."""
-        return self._products_t.T
-
-    @products.setter
-    def products(self, value: torch.Tensor) -> None:
-        self._products_t = value.T.to(torch.float32).contiguous()
 
     def _workspace(self, groups: int, n_b: int, width: int):
         """Buffers of a block (float32 and product type), shared by the sketches of a
@@ -148,6 +290,10 @@ class CorrelationSketch:
                 torch.empty(groups, n_b, width, device=self.device),
                 torch.empty(groups, n_b, width, dtype=self.product_dtype, device=self.device))
         return tuple(buffer[:, :n_b] for buffer in buffers)
+
+    def _project(self, m: torch.Tensor) -> torch.Tensor:
+        """``m Omega`` (the exact matrix: ``m``)."""
+        return m if self.exact else self._test.project(m)
 
     # ------------------------------------------------------------------ results
     def _check(self) -> None:
@@ -170,9 +316,8 @@ class CorrelationSketch:
         """``C`` (exact) or ``C Omega`` (sketch), float64, with ``C`` the centred Gram."""
         self._check()
         centred = self.sum / self.n
-        products = self.products.double()
-        right = centred if self.exact else centred @ self.omega
-        return products - self.n * torch.outer(centred, right)
+        return self._products_t.T.double() - self.n * torch.outer(
+            centred, self._project(centred[None])[0])
 
     def reshift(self, shift: torch.Tensor) -> CorrelationSketch:
         """Express the sums about another shift (in place; the statistics are unchanged)."""
@@ -181,10 +326,10 @@ class CorrelationSketch:
             # x - new = (x - old) + delta
             delta = (self.shift - shift).double()
             s = self.sum
-            right_s, right_d = (s, delta) if self.exact else (s @ self.omega, delta @ self.omega)
-            self.products = (self.products.double() + torch.outer(delta, right_s)
-                             + torch.outer(s, right_d) + self.n * torch.outer(delta, right_d)
-                             ).float()
+            right_s, right_d = self._project(torch.stack([s, delta]))
+            self._products_t = (self._products_t.double() + torch.outer(right_s, delta)
+                                + torch.outer(right_d, s) + self.n * torch.outer(right_d, delta)
+                                ).float()
             self.sum_sq = self.sum_sq + 2 * delta * s + self.n * delta.square()
             self.sum = s + self.n * delta
         self.shift = shift
@@ -194,7 +339,7 @@ class CorrelationSketch:
         """Add the tokens of ``other`` (same voxels, size and seed; e.g. from another
         process). ``other`` is modified."""
         if (other.n_voxels, other.size, other.exact) != (self.n_voxels, self.size, self.exact) \
-                or (not self.exact and not torch.equal(other.omega.cpu(), self.omega.cpu())):
+                or (not self.exact and not self._test.same_as(other._test)):
             raise ValueError("Only sketches of the same voxels, size and seed can be merged.")
         if other.n == 0:
             return self
@@ -238,6 +383,9 @@ class CorrelationSketch:
         eigenvalues : torch.Tensor of shape (k,), float64
             The (approximate) eigenvalues, in units of tokens.
         """
+        if self.n <= k:
+            raise ValueError(f"{k} principal maps need at least {k + 1} tokens (n - 1 centred "
+                             f"directions), got {self.n}: give more tokens or fewer components.")
         std = self.std()
         varying = std > 0
         inv = torch.where(varying, 1 / torch.where(varying, std, 1), 0)   # constant voxels: 0
@@ -246,15 +394,25 @@ class CorrelationSketch:
             evals, evecs = torch.linalg.eigh(inv[:, None] * products * inv[None, :])
             order = torch.argsort(evals, descending=True)[:k]
             return evecs[:, order].T.float().contiguous(), evals[order]
-        # Nyström: R ~ Y B^+ Y^T with Y = D^-1 C Omega and B = Omega^T C Omega
+        # Nyström of R with the test matrix W = D Omega: R W = D^-1 C Omega = Y and
+        # W^T R W = Omega^T C Omega. As in Tropp et al. (2017,
+        # algorithm 3), it is taken of R + nu I, nu near the rounding level of the
+        # block products, and nu taken off the eigenvalues: directions below the
+        # rounding level are not amplified by the pseudo-inverse.
         y = inv[:, None] * products
-        core = self.omega.T @ products
-        core = (core + core.T) / 2
-        evals, evecs = torch.linalg.eigh(core)
-        keep = evals > evals.amax().clamp_min(0) * 1e-10
-        if int(keep.sum()) < k:
-            raise ValueError(f"The tokens span only {int(keep.sum())} directions of the sketch, "
-                             f"fewer than {k} components: give more tokens or fewer components.")
+        test = std[:, None] * self._test.kernel().to(y)
+        nu = _SHIFT * torch.finfo(self.product_dtype).eps * float(
+            torch.linalg.norm(y) / torch.linalg.norm(test).clamp_min(1e-300))
+        y = y + nu * test
+        core = self._project((products + nu * std[:, None] * test).T)      # W^T (R + nu) W
+        evals, evecs = torch.linalg.eigh((core + core.T) / 2)
+        keep = evals > evals.amax().clamp_min(0) * 1e-12
         factor = y @ (evecs[:, keep] / evals[keep].sqrt())
         u, s, _ = torch.linalg.svd(factor, full_matrices=False)
-        return u[:, :k].T.float().contiguous(), s[:k].square()
+        evals = s.square() - nu
+        above = int((evals > nu).sum())
+        if above < k:
+            raise ValueError(f"The tokens span only {above} directions of the sketch above the "
+                             f"rounding of its products, fewer than {k} components: give more "
+                             "tokens or fewer components.")
+        return u[:, :k].T.float().contiguous(), evals[:k]

@@ -15,8 +15,9 @@ run is a fitted :class:`FunctionalNetworks` and several runs a
 (:func:`llmbrain.pruning.network_scores`, plots, reports) reads these.
 
 Memory is ``size`` floats per voxel (or the voxel count with the exact matrix)
-per layer and run, whatever the number of tokens; the cost per token is two
-products of its activations with the test matrix.
+per layer and run, whatever the number of tokens; the cost per token is a
+product of its activations with the test matrix's small Kronecker factors and
+the product back (``size`` multiply-adds per voxel).
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
                            neurons=np.asarray(neurons), attrs=dict(attrs))
         seed = int(check_random_state(copy.deepcopy(self.random_state)).randint(_SEED_MAX))
         self._sketches = [[CorrelationSketch(n_voxels, self.sketch_size, device=device,
-                                             seed=seed) for device in devices]
+                                             seed=seed, groups=len(hooks))
+                           for device in devices]
                           for _ in range(self.n_runs)]
         self.n_tokens_seen_ = 0
 
