@@ -62,6 +62,21 @@ _MIN_FACTOR_COLUMNS = 8
 #: leaves as close to the exact ones as without it (a full epsilon costs them).
 _SHIFT = 0.1
 
+#: Orthonormalise the test matrix's Gaussian columns (the factors' or the dense
+#: matrix's): the same range, hence the same Nyström approximation, without the
+#: weak directions of a Kronecker product of Gaussian factors (its columns'
+#: condition number is the product of the factors'), in which the rounding of
+#: bfloat16 products is amplified. Seen once: a sketch of SmolLM2's last layer
+#: that missed a principal map (cosine 0.49) recovered it (0.998); in
+#: ``benchmarks/bench_sketch.py``'s 60 cases per design no design missed one.
+_ORTHONORMAL = True
+
+
+def _gaussian(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    """Gaussian matrices (float64) with orthonormal columns (or of variance 1 / columns)."""
+    values = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    return torch.linalg.qr(values)[0] if _ORTHONORMAL else values / shape[-1] ** 0.5
+
 
 def _factor_pairs(n: int) -> list[tuple[int, int]]:
     """``(a, b)`` with ``a * b == n``, both at least 2."""
@@ -109,14 +124,11 @@ class _TestMatrix:
         # same Nyström approximation, but no weak directions in which the rounding of
         # the block products to bfloat16 would be amplified
         if self.shape is None:
-            self.dense = torch.linalg.qr(torch.randn(n_voxels, size, generator=gen,
-                                                     dtype=torch.float64))[0]
+            self.dense = _gaussian(gen, n_voxels, size)
         else:
             rows_a, rows_b, cols_a, cols_b = self.shape
-            self.left = torch.linalg.qr(torch.randn(self.groups, rows_a, cols_a, generator=gen,
-                                                    dtype=torch.float64))[0]
-            self.right = torch.linalg.qr(torch.randn(self.groups, rows_b, cols_b,
-                                                     generator=gen, dtype=torch.float64))[0]
+            self.left = _gaussian(gen, self.groups, rows_a, cols_a)
+            self.right = _gaussian(gen, self.groups, rows_b, cols_b)
         self._copies: dict = {}
 
     def same_as(self, other: _TestMatrix) -> bool:
