@@ -19,7 +19,7 @@ projection (Jin, Kolda and Ward 2019, *Faster Johnson-Lindenstrauss transforms
 via Kronecker products*), whose product ``X Omega`` costs a tenth of a dense
 one, leaving the product back ``X^T (X Omega)`` as the sketch's one large
 cost. On SmolLM2's layers its principal maps are as close to the exact ones as
-those of a dense Gaussian matrix of the same size (``benchmarks/bench_online.py``).
+those of a dense Gaussian matrix of the same size (``benchmarks/bench_sketch.py``).
 
 Both are sums over tokens: blocks can come in any order and size, and the
 sketches of several processes add up (:meth:`CorrelationSketch.merge`,
@@ -106,12 +106,12 @@ class _TestMatrix:
     of voxels, a Kronecker product ``A_g ⊗ B_g`` of Gaussian factors, stacked (or
     a dense Gaussian matrix), the factors' columns orthonormalised.
 
-    Each run has factors of its own: the voxels at the same place of two runs
-    (the up and act values of one neuron, often strongly correlated) then have
-    independent rows, which a Kronecker product over all voxels would not give
-    them. Drawn in float64 on the CPU from the seed, so every device and process
-    has the same one; the copies on a device are shared by the sketches of the
-    same shape and seed.
+    Each run has factors of its own, so that the voxels at the same place of two
+    runs (the up and act values of one neuron) have independent rows, as in a
+    dense Gaussian matrix (a Kronecker product over all voxels did as well on
+    SmolLM2, ``benchmarks/bench_sketch.py``). Drawn in float64 on the CPU from the
+    seed, so every device and process has the same one; the copies on a device
+    are shared by the sketches of the same shape and seed.
     """
 
     def __init__(self, n_voxels: int, size: int, seed: int, groups: int) -> None:
@@ -120,9 +120,6 @@ class _TestMatrix:
         self.groups = groups if groups >= 1 and n_voxels % groups == 0 else 1
         self.width = n_voxels // self.groups
         self.shape = _kronecker_shape(self.width, size)
-        # Gaussian matrices with their columns orthonormalised: the same range, so the
-        # same Nyström approximation, but no weak directions in which the rounding of
-        # the block products to bfloat16 would be amplified
         if self.shape is None:
             self.dense = _gaussian(gen, n_voxels, size)
         else:
