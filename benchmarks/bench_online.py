@@ -66,7 +66,7 @@ def _cos(row: dict, which: str, width: int) -> str:
 def principal_maps(estimator) -> list:
     """The principal maps of every run and layer, from an online estimator's sketches."""
     k = estimator.n_components_
-    return [sketch.principal_maps(k)[0] for run in estimator._sketches for sketch in run]
+    return [sketch.principal_maps(k)[0].cpu() for run in estimator._sketches for sketch in run]
 
 
 def main(argv=None):

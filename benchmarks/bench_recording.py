@@ -70,6 +70,17 @@ def disk_bandwidth(folder, n_bytes: int, *, direct: bool = False,
     return n_bytes / seconds
 
 
+def batch_bytes(*, n_layers: int, n_neurons: int, tokens_per_batch: int,
+                dtype: str = "float16", **_) -> int:
+    return n_layers * tokens_per_batch * n_neurons * np.dtype(dtype).itemsize
+
+
+def store_batches(n_bytes: int, **layout) -> int:
+    """Batches of :func:`store_bandwidth` for about ``n_bytes``: at least 2, so that
+    writing one overlaps the hand-over of the next as in a recording."""
+    return max(2, round(n_bytes / batch_bytes(**layout)))
+
+
 def store_bandwidth(folder, n_bytes: int, *, n_layers: int, n_neurons: int,
                     tokens_per_batch: int, dtype: str = "float16", sharded: bool = False,
                     writers: int | None = None, device: str = "cpu") -> float:
@@ -85,7 +96,8 @@ def store_bandwidth(folder, n_bytes: int, *, n_layers: int, n_neurons: int,
     from llmbrain.recording.store import create_store, layout_coords
 
     itemsize = np.dtype(dtype).itemsize
-    n_batches = max(1, round(n_bytes / (n_layers * tokens_per_batch * n_neurons * itemsize)))
+    n_batches = store_batches(n_bytes, n_layers=n_layers, n_neurons=n_neurons,
+                              tokens_per_batch=tokens_per_batch, dtype=dtype)
     n_tokens = n_batches * tokens_per_batch
     coords = layout_coords(n_tokens=n_tokens, hooks=("mlp",), layers=range(n_layers),
                            neurons=range(n_neurons), per_token={})
@@ -95,8 +107,8 @@ def store_bandwidth(folder, n_bytes: int, *, n_layers: int, n_neurons: int,
         coords=coords, attrs={"window_length": tokens_per_batch, "batch_windows": 1,
                               "n_tokens": n_tokens}, device=torch.device(device),
         token_stride=1, devices=(torch.device(device),) * n_layers)
-    block = torch.randn((1, n_layers, tokens_per_batch, n_neurons), device=device).to(
-        getattr(torch, dtype))
+    block = torch.randn((1, n_layers, tokens_per_batch, n_neurons), device=device,
+                        dtype=getattr(torch, dtype))
     blocks = tuple(block[:, i] for i in range(n_layers))
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         path = Path(tmp) / "synthetic.zarr"
@@ -125,6 +137,7 @@ def disk_and_store(folder, n_bytes: int, repeats: int, **layout) -> dict:
     better of the two disk runs just before it (on a disk that others use
     too, runs close in time see the same load)."""
     runs: dict = {"disk": [], "disk_direct": [], "store": []}
+    n_bytes = store_batches(n_bytes, **layout) * batch_bytes(**layout)  # the store's bytes
     for _ in range(repeats):
         runs["disk"].append(disk_bandwidth(folder, n_bytes))
         runs["disk_direct"].append(disk_bandwidth(folder, n_bytes, direct=True))

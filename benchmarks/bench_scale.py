@@ -165,28 +165,34 @@ def text_windows(tokenizer, n_tokens: int, window: int):
 
 
 # -- measurements --------------------------------------------------------------------------
+_HWM_RESET = {"ok": True}      # whether the last reset of the resident high-water mark took
+
+
 def _reset_peaks(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        if hasattr(torch.accelerator, "empty_host_cache"):
+            torch.accelerator.empty_host_cache()   # pinned buffers of earlier measurements
         torch.cuda.reset_peak_memory_stats(device)
-    try:  # Linux: reset the resident high-water mark (VmHWM)
+    try:  # Linux: reset the resident high-water mark (VmHWM) to the resident memory now
         Path("/proc/self/clear_refs").write_text("5")
+        _HWM_RESET["ok"] = True
     except OSError:
-        pass
+        _HWM_RESET["ok"] = False    # VmHWM would be the process's peak so far: not reported
 
 
 def _peaks(device: torch.device) -> dict:
     gpu = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    reserved = torch.cuda.max_memory_reserved(device) / 1e9 if device.type == "cuda" else None
     rss = None
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith("VmHWM:") and _HWM_RESET["ok"]:
                 rss = int(line.split()[1]) * 1024 / 1e9
-    except OSError:
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
-    return {"gpu": gpu, "rss": rss}
+    except OSError:    # no /proc: the peak since a reset is not known
+        pass
+    return {"gpu": gpu, "gpu_reserved": reserved, "rss": rss}
 
 
 def bare_forward(model, windows, batch_size: int, device: torch.device) -> float:
@@ -218,7 +224,9 @@ def long_online_pass(model, tokenizer, windows, args) -> dict:
     return {"long_online_tokens": windows.n_tokens,
             "long_online_s": time.perf_counter() - start,
             "long_online_network_run_s": run["network_run_s"],
-            "peak_gpu_gb_long_online": peaks["gpu"], "peak_rss_gb_long_online": peaks["rss"]}
+            "peak_gpu_gb_long_online": peaks["gpu"],
+            "peak_gpu_reserved_gb_long_online": peaks["gpu_reserved"],
+            "peak_rss_gb_long_online": peaks["rss"]}
 
 
 def measure(name: str, model, tokenizer, windows, args, folder: Path,
@@ -276,6 +284,7 @@ def measure(name: str, model, tokenizer, windows, args, folder: Path,
         "store_disk_paired_ratio": disk["paired_ratio"],
         "peak_gpu_gb_bare": peaks["bare"]["gpu"], "peak_gpu_gb_record": peaks["record"]["gpu"],
         "peak_gpu_gb_online": peaks["online"]["gpu"],
+        **{f"peak_gpu_reserved_gb_{k}": peaks[k]["gpu_reserved"] for k in peaks},
         "peak_rss_gb_bare": peaks["bare"]["rss"], "peak_rss_gb_record": peaks["record"]["rss"],
         "peak_rss_gb_online": peaks["online"]["rss"],
         "runs_bare": [n / t for t in bare], "runs_record": [n / t for t in rec],
@@ -341,8 +350,10 @@ def summary(rows: list[dict], command: str, args) -> str:
             f"{row['store_write_gb_per_s']:.3f} GB/s = {row['store_disk_ratio']:.2f} x the "
             f"disk's best (best runs; {row['store_disk_paired_ratio']:.2f} x, median of runs "
             "paired in time)",
-            f"  peak GPU memory (GB): bare {_fmt(row['peak_gpu_gb_bare'], 2)}, record "
-            f"{_fmt(row['peak_gpu_gb_record'], 2)}, online {_fmt(row['peak_gpu_gb_online'], 2)}",
+            "  peak GPU memory (GB, allocated (reserved by the allocator)): " + ", ".join(
+                f"{what} {_fmt(row[f'peak_gpu_gb_{what}'], 2)} "
+                f"({_fmt(row[f'peak_gpu_reserved_gb_{what}'], 2)})"
+                for what in ("bare", "record", "online")),
             f"  peak host memory (GB): bare {_fmt(row['peak_rss_gb_bare'], 2)}, record "
             f"{_fmt(row['peak_rss_gb_record'], 2)}, online {_fmt(row['peak_rss_gb_online'], 2)}",
         ]
@@ -351,7 +362,8 @@ def summary(rows: list[dict], command: str, args) -> str:
                 f"  online networks over {row['long_online_tokens']:,} tokens, one pass: "
                 f"{row['long_online_s']:.1f} s from the first forward pass to the fitted "
                 f"networks (decomposition {row['long_online_network_run_s']:.1f} s); peak "
-                f"memory (GB): GPU {_fmt(row['peak_gpu_gb_long_online'], 2)}, host "
+                f"memory (GB): GPU {_fmt(row['peak_gpu_gb_long_online'], 2)} allocated, "
+                f"{_fmt(row['peak_gpu_reserved_gb_long_online'], 2)} reserved; host "
                 f"{_fmt(row['peak_rss_gb_long_online'], 2)}")
     return "\n".join(lines) + "\n"
 

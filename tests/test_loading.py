@@ -24,6 +24,17 @@ def test_local_folder_round_trip(tmp_path, llama, tokenizer):
     assert tok.pad_token is not None
 
 
+def test_a_local_folder_goes_to_the_device_asked_for(tmp_path, llama, tokenizer, monkeypatch):
+    from llmbrain.models import loading
+
+    llama.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    # the meta device stands for a GPU: a device the weights must be moved to
+    monkeypatch.setattr(loading, "check_device", lambda device: torch.device("meta"))
+    model, _ = load_model(tmp_path / "m", device="cuda")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
 def test_cache_dir_honours_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LLMBRAIN_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c"

@@ -160,6 +160,22 @@ def test_partial_fit_in_blocks_equals_one_fit(planted):
         blocks.partial_fit(planted.isel(layer=[0]))
 
 
+def test_blocks_come_in_and_out_of_inference_mode(planted):
+    """The recorder runs in inference mode, a user's blocks may not: the sketches take
+    both, and decomposing frees their block buffers."""
+    mixed = OnlineNetworks(3, sketch_size=40, verbose=0)
+    with torch.inference_mode():
+        mixed.partial_fit(planted.isel(token=slice(0, 1000)))
+    mixed.partial_fit(planted.isel(token=slice(1000, None)))
+    assert mixed._workspaces
+    mixed.decompose()
+    assert not mixed._workspaces
+    whole = OnlineNetworks(3, sketch_size=40, verbose=0).fit(planted)
+    np.testing.assert_allclose(mixed.networks_.mean_.values, whole.networks_.mean_.values,
+                               rtol=1e-5, atol=1e-6)
+    assert _matched(whole.networks_, mixed.networks_).min() > 0.97
+
+
 def test_online_find_networks_sees_the_offline_tokens(llama, tokenizer, texts):
     kw = dict(n_components=3, n_runs=2, tokens_per_run=256, window=32, verbose=0)
     offline = find_networks(llama, tokenizer, texts * 30, **kw)

@@ -256,7 +256,8 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
         raise ValueError("Give device (one device) or device_map (several), not both.")
     device_map = check_device_map(device_map)
     device = None if device_map is not None else check_device(device or "cpu")
-    # from_pretrained places the weights as it loads them; other models are dispatched after
+    # from_pretrained spreads the weights over a device map as it loads them; other models
+    # (and those for one device) are placed after
     placement = {} if device_map is None else {"device_map": device_map}
     placed = False
     if name is None or str(name) == DEFAULT_MODEL:
@@ -285,7 +286,7 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
                 try:
                     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement)
                     tokenizer = AutoTokenizer.from_pretrained(path)
-                    placed = True
+                    placed = device_map is not None
                 except (ImportError, KeyboardInterrupt, MemoryError):
                     raise
                 except Exception as err:  # damaged weights fail in safetensors, torch, ...
@@ -298,7 +299,7 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
             try:
                 model = AutoModelForCausalLM.from_pretrained(str(name), dtype=dtype, **placement)
                 tokenizer = AutoTokenizer.from_pretrained(str(name))
-                placed = True
+                placed = device_map is not None
             except OSError as err:
                 raise FileNotFoundError(
                     f"Could not load {name!r}: it is no local path, and fetching it from the "

@@ -44,9 +44,6 @@ import torch
 __all__ = ["CorrelationSketch"]
 
 
-#: Block buffers of each (device, product type, groups, width), see ``_workspace``.
-_WORKSPACES: dict = {}
-
 #: The test matrix is a Kronecker product only if each factor keeps at most this
 #: share of its side (columns / rows) and has at least ``_MIN_FACTOR_COLUMNS``
 #: columns (a product of smaller Gaussian factors is far from Gaussian); otherwise
@@ -131,12 +128,16 @@ class _TestMatrix:
         return (self.n_voxels, self.size, self.seed, self.groups) == (
             other.n_voxels, other.size, other.seed, other.groups)
 
-    def kernel(self) -> torch.Tensor:
-        """``K`` (voxels × size, float64, CPU): in run ``g``, voxel ``a * rows_b + b``
-        and column ``i * cols_b + j`` hold ``A_g[a, i] * B_g[b, j]``."""
+    @functools.cached_property
+    def _kernel(self) -> torch.Tensor:
         if self.shape is None:
             return self.dense
         return torch.cat([torch.kron(a, b) for a, b in zip(self.left, self.right)])
+
+    def kernel(self) -> torch.Tensor:
+        """``K`` (voxels × size, float64, CPU; built once): in run ``g``, voxel
+        ``a * rows_b + b`` and column ``i * cols_b + j`` hold ``A_g[a, i] * B_g[b, j]``."""
+        return self._kernel
 
     def on(self, device: torch.device, dtype: torch.dtype) -> dict:
         """The factors (``dtype``) on ``device``; the dense kernel is added by
@@ -216,23 +217,32 @@ class CorrelationSketch:
         sketch (the test matrix is random anyway, and bfloat16 products are
         several times faster on recent CPUs and GPUs), float32 for the exact
         matrix.
+    workspaces : dict, optional
+        Where the block buffers are kept, shared with other sketches (those of
+        an estimator: fresh tensors of a block's size cost more to allocate
+        than to fill, and one buffer reused layer after layer stays in the
+        caches). Clearing it frees them. Default: the sketch's own.
     """
 
     def __init__(self, n_voxels: int, size: int | None, *, device, seed: int = 0,
-                 groups: int = 1, product_dtype: torch.dtype | None = None) -> None:
+                 groups: int = 1, product_dtype: torch.dtype | None = None,
+                 workspaces: dict | None = None) -> None:
         self.n_voxels = int(n_voxels)
         self.exact = size is None or 2 * int(size) >= self.n_voxels
         self.size = self.n_voxels if self.exact else int(size)
         self.device = torch.device(device)
         self.product_dtype = product_dtype or (torch.float32 if self.exact else torch.bfloat16)
         self.n = 0
+        self.workspaces = {} if workspaces is None else workspaces
         self.shift: torch.Tensor | None = None
-        self.sum = torch.zeros(self.n_voxels, dtype=torch.float64, device=self.device)
-        self.sum_sq = torch.zeros_like(self.sum)
-        # stored transposed, (size, voxels): the product with a block is then
-        # (X Omega)^T X, whose layout the matrix product writes fastest
-        self._products_t = torch.zeros(self.size, self.n_voxels, dtype=torch.float32,
-                                       device=self.device)
+        # sums added to in place, inside the recorder's inference mode and outside it
+        with torch.inference_mode(False):
+            self.sum = torch.zeros(self.n_voxels, dtype=torch.float64, device=self.device)
+            self.sum_sq = torch.zeros_like(self.sum)
+            # stored transposed, (size, voxels): the product with a block is then
+            # (X Omega)^T X, whose layout the matrix product writes fastest
+            self._products_t = torch.zeros(self.size, self.n_voxels, dtype=torch.float32,
+                                           device=self.device)
         if self.exact:
             self._test = None
         else:
@@ -281,15 +291,16 @@ class CorrelationSketch:
         return self
 
     def _workspace(self, groups: int, n_b: int, width: int):
-        """Buffers of a block (float32 and product type), shared by the sketches of a
-        device: fresh tensors of this size cost more to allocate than to fill, and one
-        buffer reused layer after layer stays in the caches."""
+        """Buffers of a block (float32 and product type), see ``workspaces``."""
         key = (self.device, self.product_dtype, groups, width)
-        buffers = _WORKSPACES.get(key)
+        buffers = self.workspaces.get(key)
         if buffers is None or buffers[0].shape[1] < n_b:
-            buffers = _WORKSPACES[key] = (
-                torch.empty(groups, n_b, width, device=self.device),
-                torch.empty(groups, n_b, width, dtype=self.product_dtype, device=self.device))
+            self.workspaces.pop(key, None)            # the old ones go first
+            with torch.inference_mode(False):         # as the sums
+                buffers = self.workspaces[key] = (
+                    torch.empty(groups, n_b, width, device=self.device),
+                    torch.empty(groups, n_b, width, dtype=self.product_dtype,
+                                device=self.device))
         return tuple(buffer[:, :n_b] for buffer in buffers)
 
     def _project(self, m: torch.Tensor) -> torch.Tensor:

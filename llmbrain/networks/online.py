@@ -189,8 +189,10 @@ class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
         self._space = dict(layers=list(layers), hooks=list(hooks),
                            neurons=np.asarray(neurons), attrs=dict(attrs))
         seed = int(check_random_state(copy.deepcopy(self.random_state)).randint(_SEED_MAX))
+        self._workspaces: dict = {}        # block buffers, shared by the sketches
         self._sketches = [[CorrelationSketch(n_voxels, self.sketch_size, device=device,
-                                             seed=seed, groups=len(hooks))
+                                             seed=seed, groups=len(hooks),
+                                             workspaces=self._workspaces)
                            for device in devices]
                           for _ in range(self.n_runs)]
         self.n_tokens_seen_ = 0
@@ -304,6 +306,7 @@ class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
         if not hasattr(self, "_sketches"):
             raise ValueError("No tokens were given yet: call partial_fit, fit, or record "
                              "through sink() first.")
+        self._workspaces.clear()       # the block buffers (GBs on a 7B model's GPU)
         k, space = self.n_components_, self._space
         layers, hooks = space["layers"], space["hooks"]
         n_hooks, n_neurons = len(hooks), len(space["neurons"])
