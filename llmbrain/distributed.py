@@ -58,7 +58,9 @@ def init_from_environment(backend: str | None = None, timeout_s: float = 1800) -
     """Join the process group that ``torchrun`` or ``accelerate launch`` set up.
 
     Does nothing when the process was not started by such a launcher
-    (``WORLD_SIZE`` unset or 1) or the group is already initialised.
+    (``WORLD_SIZE`` unset or 1) or the group is already initialised. With
+    NCCL, the process's GPU (``LOCAL_RANK``) becomes its current CUDA device,
+    where its collective calls run.
 
     Parameters
     ----------
@@ -78,6 +80,9 @@ def init_from_environment(backend: str | None = None, timeout_s: float = 1800) -
     if not dist.is_initialized():
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if "nccl" in backend:
+            # each process its own GPU: NCCL refuses two processes on one
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     return is_distributed()
 
@@ -94,8 +99,9 @@ def _communication_device(tensor: torch.Tensor) -> torch.device:
     backend = str(dist.get_backend())
     if "gloo" in backend and "nccl" in backend:  # a group with both: each device its own
         return tensor.device
-    if "nccl" in backend:
-        return torch.device("cuda", torch.cuda.current_device())
+    if "nccl" in backend:   # a tensor on a GPU stays there; others go to this process's
+        return tensor.device if tensor.is_cuda else torch.device(
+            "cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 

@@ -34,6 +34,7 @@ def _worker(rank: int, world: int, folder: str) -> None:
         model, tokenizer = tiny_model("llama"), byte_tokenizer()
         record(model, tokenizer, _texts(), folder / "together.zarr", **KW)
         _check_sink_share(model, tokenizer, rank)
+        _check_unshared(model, tokenizer)
         online = _online_networks(model, tokenizer)
         if rank == 0:
             np.savez(folder / "online-together.npz", **online)
@@ -74,6 +75,23 @@ def _check_sink_share(model, tokenizer, rank: int) -> None:
     windows, tokens = record(model, tokenizer, _texts(), sink=Count(), **KW)
     assert windows == [0, 4, 8, 12] if rank == 0 else [2, 6, 10, 14]
     assert tokens == 15 * 32
+
+
+def _check_unshared(model, tokenizer) -> None:
+    """In a group, a recording not shared out (distributed=False) is each process's own:
+    nothing is added over the processes, and a memory recording of a shared one is refused."""
+    from llmbrain.networks import OnlineNetworks
+    from llmbrain.pruning import collect_calibration_stats
+    from llmbrain.recording import MemorySink
+
+    fitted = record(model, tokenizer, _texts(), hook=("up", "act"), distributed=False,
+                    sink=OnlineNetworks(2, sketch_size=None, verbose=0).sink(), **KW)
+    assert fitted.networks_.n_tokens_ == 15 * 32
+    stats = collect_calibration_stats(model, tokenizer, _texts(), window=32, batch_size=2,
+                                      progress=False)
+    assert stats.attrs["n_tokens"] == 15 * 32      # every process, all the tokens
+    with pytest.raises(ValueError, match="MemorySink"):
+        record(model, tokenizer, _texts(), sink=MemorySink(), **KW)
 
 
 def _online_networks(model, tokenizer) -> dict:

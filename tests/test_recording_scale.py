@@ -272,3 +272,31 @@ def test_default_model_with_a_device_map(smollm2, tmp_path):
     np.testing.assert_array_equal(ds["activations"].values,
                                   record(model, tokenizer, "default", None, **kw)
                                   ["activations"].values)
+
+
+def test_the_store_copies_in_blocks_it_did_not_lend(tmp_path):
+    """Blocks outside the host buffers the store lends (a GPU's) are copied in, hook by
+    hook, and stored as they are."""
+    from llmbrain.recording.store import create_store, layout_coords
+
+    hooks, n_layers, n_neurons, tokens = ("up", "act"), 3, 16, 8
+    coords = layout_coords(n_tokens=2 * tokens, hooks=hooks, layers=range(n_layers),
+                           neurons=range(n_neurons), per_token={})
+    attrs = {"window_length": tokens, "batch_windows": 1, "n_tokens": 2 * tokens}
+    layout = sinks.RecordingLayout(
+        hooks=hooks, layers=list(range(n_layers)), neurons=list(range(n_neurons)),
+        dtype="float32", window=tokens, batch_windows=1, n_windows=2, coords=coords,
+        attrs=attrs, device=torch.device("cpu"), token_stride=1,
+        devices=(torch.device("cpu"),) * n_layers)
+    path = tmp_path / "s.zarr"
+    create_store(path, hooks=hooks, tokens_per_chunk=tokens, dtype="float32", coords=coords,
+                 attrs=attrs)
+    values = torch.randn(2, len(hooks), n_layers, tokens, n_neurons)
+    sink = sinks.ZarrSink(path)
+    sink.start(layout)
+    for batch in range(2):            # no buffer() asked for: the blocks are copied in
+        sink.write(tuple(values[batch][:, i] for i in range(n_layers)), batch)
+    sink.finish()
+    stored = open_activations(path)["activations"].transpose("token", "hook", "layer", "neuron")
+    expected = values.permute(0, 3, 1, 2, 4).reshape(2 * tokens, len(hooks), n_layers, n_neurons)
+    np.testing.assert_array_equal(stored.values, expected.numpy())

@@ -95,12 +95,12 @@ def measure_efficiency(model, tokenizer=None, *, batch_size: int = 8, seq_len: i
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (batch_size, seq_len), generator=generator).to(device)
     for _ in range(warmup):
-        model(input_ids=ids)
+        model(input_ids=ids, use_cache=False)
     _sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model(input_ids=ids)
+        model(input_ids=ids, use_cache=False)
         _sync(device)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)

@@ -178,7 +178,7 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, str]], *, bat
         # so no attention mask is needed (lm-eval runs the same way).
         keep = max(width - lengths[row] + int(needed[i]) for row, i in enumerate(batch))
         kwargs = {"logits_to_keep": keep} if keep_arg else {}
-        logits = model(input_ids=ids.to(device), **kwargs).logits
+        logits = model(input_ids=ids.to(device), use_cache=False, **kwargs).logits
         offset = width - logits.shape[1]  # sequence position of logits[:, 0]
         for row, i in enumerate(batch):
             end = lengths[row] - offset

@@ -296,7 +296,7 @@ def perplexity(model, tokenizer, text: str, *, window: int = 128, stride: int | 
         if bos_id is not None:
             inputs = torch.cat([torch.full((len(batch), 1), bos_id, dtype=inputs.dtype), inputs], 1)
         inputs = inputs.to(device)
-        logits = model(input_ids=inputs).logits[:, :-1].float()
+        logits = model(input_ids=inputs, use_cache=False).logits[:, :-1].float()
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), inputs[:, 1:].reshape(-1),
                               reduction="none").view(len(batch), -1)
         window_nll.extend(nll.mean(1).double().tolist())

@@ -416,10 +416,10 @@ class _OnlineSink(ActivationSink):
                                            layout.dtype, first)
 
     def finish(self) -> OnlineNetworks:
-        from ..distributed import all_reduce, is_distributed
+        from ..distributed import all_reduce
 
         est = self.estimator
-        if is_distributed():
+        if self.layout.shared:
             for sketches in est._sketches:
                 for sketch in sketches:
                     sketch.all_reduce()

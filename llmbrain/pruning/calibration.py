@@ -188,7 +188,8 @@ def collect_calibration_stats(model: nn.Module, tokenizer, corpus="default", *,
         sink = SplitSink([(("mlp",), sink), (voxels, networks.sink())])
     stats = record(model, tokenizer, corpus, None, hook=hooks[0] if len(hooks) == 1 else hooks,
                    layers=layers, window=window, batch_size=batch_size, dtype="float32",
-                   max_tokens=max_tokens, progress=progress, sink=sink)
+                   max_tokens=max_tokens, progress=progress, sink=sink,
+                   distributed=False)    # each process all the tokens: its sums are whole
     stats = stats if networks is None else stats[0]
     if loss_sensitivity:
         fisher = collect_loss_sensitivity(model, corpus, stats, batch_size=batch_size,

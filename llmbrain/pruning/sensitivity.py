@@ -145,13 +145,16 @@ def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: in
     if loss_networks > min(widths):
         raise ValueError(f"loss_networks={loss_networks} exceeds the {min(widths)} neurons of "
                          "the narrowest layer scored: ask for fewer.")
-    mu = _means(means, layers, widths)
     embed = model.get_input_embeddings()
     device = embed.weight.device
-    sums = {layer: torch.zeros(width, dtype=torch.float64, device=device)
-            for layer, width in zip(layers, widths)}
-    grams = {layer: torch.zeros(width, width, dtype=torch.float64, device=device)
-             for layer, width in zip(layers, widths)} if loss_networks else {}
+    # each layer's sums where its down projection runs (a model may span several GPUs)
+    places = [adapter.down_proj(model, layer).weight.device for layer in layers]
+    mu = {layer: values.to(place) for (layer, values), place in
+          zip(_means(means, layers, widths).items(), places)}
+    sums = {layer: torch.zeros(width, dtype=torch.float64, device=place)
+            for layer, width, place in zip(layers, widths, places)}
+    grams = {layer: torch.zeros(width, width, dtype=torch.float64, device=place)
+             for layer, width, place in zip(layers, widths, places)} if loss_networks else {}
     inputs: dict[int, torch.Tensor] = {}
 
     def keep_input(layer):
@@ -183,8 +186,8 @@ def collect_loss_sensitivity(model: nn.Module, windows, means, *, batch_size: in
                         "weights).")
                 grads = torch.autograd.grad(loss, [inputs[layer] for layer in layers])
             for layer, grad in zip(layers, grads):
-                x = inputs[layer].detach().to(torch.float64)
-                deviation = (x - mu[layer].to(device)) * grad.to(torch.float64)
+                x = inputs[layer].detach().to(mu[layer].device, torch.float64)
+                deviation = (x - mu[layer]) * grad.to(x.device, torch.float64)
                 sums[layer] += (deviation ** 2).sum(dim=tuple(range(deviation.ndim - 1)))
                 if grams:
                     # float32 products (fast), summed over batches in float64

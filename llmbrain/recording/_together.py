@@ -48,7 +48,8 @@ def record_together(run, path: Path, layout: dict, store: dict, progress: bool) 
             return
         error = None
         try:
-            run(plan["starts"][rank::world], RecordingLayout(batch_windows=plan["batch"], **layout),
+            run(plan["starts"][rank::world],
+                RecordingLayout(batch_windows=plan["batch"], shared=True, **layout),
                 ZarrSink(plan["path"], plan["done"], journal=rank), progress)
         except BaseException as err:  # the others still wait for this process below
             error = err

@@ -298,7 +298,8 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
         if parallel:
             starts = starts[_processes.rank()::_processes.world_size()]
         return _run(model, adapter, windows.input_ids, starts,
-                    RecordingLayout(batch_windows=int(batch_size), **layout), sink, show)
+                    RecordingLayout(batch_windows=int(batch_size), shared=parallel, **layout),
+                    sink, show)
     store = dict(batch_size=int(batch_size), resume=resume, overwrite=overwrite, verify=verify,
                  sharded=sharded)
     run = partial(_run, model, adapter, windows.input_ids)

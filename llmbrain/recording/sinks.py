@@ -40,8 +40,8 @@ True checks what it uses itself (an online estimator can read it from the
 sums it takes anyway), and the recorder then leaves the check to it.
 
 When several processes record together (see :func:`llmbrain.record` under
-``torchrun``), each process's sink receives that process's batches only; an
-estimator combines its sums in ``finish`` with
+``torchrun``; ``layout.shared``), each process's sink receives that process's
+batches only; an estimator combines its sums in ``finish`` with
 :func:`llmbrain.distributed.all_reduce`.
 
 :class:`ZarrSink` writes a store on disk (by a pool of writer threads, so the
@@ -130,6 +130,11 @@ class RecordingLayout:
         ``positions``).
     devices : tuple of torch.device
         Device of each recorded layer's block.
+    shared : bool
+        Whether the batches are shared out among the processes of a group
+        (``torchrun``): each process's sink then receives its own batches
+        only, and an estimator adds its sums over the processes in
+        ``finish``.
     """
 
     hooks: tuple
@@ -144,6 +149,7 @@ class RecordingLayout:
     device: torch.device
     token_stride: int
     devices: tuple
+    shared: bool = False
 
     @property
     def positions(self) -> range:
@@ -196,6 +202,10 @@ class MemorySink(ActivationSink):
     with the layout of a store (no disk)."""
 
     def start(self, layout: RecordingLayout) -> None:
+        if layout.shared:
+            raise ValueError("A MemorySink would hold this process's batches only, the "
+                             "others' left empty: record into a store, or with "
+                             "distributed=False.")
         super().start(layout)
         shape = (layout.n_tokens, len(layout.hooks), len(layout.layers), len(layout.neurons))
         self.data = torch.empty(shape, dtype=getattr(torch, layout.dtype))
@@ -375,7 +385,8 @@ class ZarrSink(ActivationSink):
         if host is None:
             host = self.free.get()
             for i, block in enumerate(blocks):
-                host[:, i, :n].copy_(block, non_blocking=block.is_cuda)
+                for h in range(block.shape[0]):  # contiguous on both sides: one direct copy
+                    host[h, i, :n].copy_(block[h], non_blocking=block.is_cuda)
             for gpu in self.gpus:
                 torch.cuda.synchronize(gpu)
         self._submit(host, first_window, n)
