@@ -35,6 +35,7 @@ def _worker(rank: int, world: int, folder: str) -> None:
         record(model, tokenizer, _texts(), folder / "together.zarr", **KW)
         _check_sink_share(model, tokenizer, rank)
         _check_unshared(model, tokenizer)
+        _check_failure_reaches_everyone(model, tokenizer, rank)
         online = _online_networks(model, tokenizer)
         if rank == 0:
             np.savez(folder / "online-together.npz", **online)
@@ -92,6 +93,24 @@ def _check_unshared(model, tokenizer) -> None:
     assert stats.attrs["n_tokens"] == 15 * 32      # every process, all the tokens
     with pytest.raises(ValueError, match="MemorySink"):
         record(model, tokenizer, _texts(), sink=MemorySink(), **KW)
+
+
+def _check_failure_reaches_everyone(model, tokenizer, rank: int) -> None:
+    """A sink failing in one process: the others stop too instead of waiting for its sums."""
+    from llmbrain.recording import ActivationSink
+
+    class FailsInOne(ActivationSink):
+        def write(self, blocks, first_window):
+            if rank == 1:
+                raise ValueError("no room left")
+
+        def finish(self):
+            return distributed.all_reduce(1)
+
+    with pytest.raises(ValueError if rank == 1 else RuntimeError,
+                       match="no room" if rank == 1 else "Another process"):
+        record(model, tokenizer, _texts(), sink=FailsInOne(), **KW)
+    assert distributed.all_reduce(1) == 2           # the processes are in step again
 
 
 def _online_networks(model, tokenizer) -> dict:

@@ -299,7 +299,7 @@ def record(model, tokenizer, corpus="default", path="activations.zarr", *, hook=
             starts = starts[_processes.rank()::_processes.world_size()]
         return _run(model, adapter, windows.input_ids, starts,
                     RecordingLayout(batch_windows=int(batch_size), shared=parallel, **layout),
-                    sink, show)
+                    sink, show, agree=parallel)
     store = dict(batch_size=int(batch_size), resume=resume, overwrite=overwrite, verify=verify,
                  sharded=sharded)
     run = partial(_run, model, adapter, windows.input_ids)
@@ -327,9 +327,11 @@ def _check_distributed(distributed) -> bool:
 
 
 def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: ActivationSink,
-         progress: bool):
+         progress: bool, agree: bool = False):
     """Run the batches beginning at the windows ``starts`` and hand each one's
-    activations to ``sink``."""
+    activations to ``sink``. ``agree``: the processes of the group find out
+    whether one of them failed before the sink finishes (where an estimator
+    waits for the others' sums), so that none waits for a failed one."""
     window, stride, kept = layout.window, layout.token_stride, layout.tokens_per_window
     n_hooks, n_neurons = len(layout.hooks), len(layout.neurons)
     all_neurons = n_neurons == int(layout.neurons[-1]) + 1
@@ -416,11 +418,18 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
                                               layout.dtype, begin * kept)
                     sink.write(tuple(view[:, :state["n"]] for view in views), begin)
                 bar.update(batch.numel())
-    except BaseException:
-        sink.abort()
-        raise
+    except BaseException as err:
+        error = err
+    else:
+        error = None
     finally:
         for handle in handles:
             handle.remove()
         bar.close()
+    if agree and _processes.all_reduce(int(error is not None), op="max") and error is None:
+        error = RuntimeError("Another process of the recording failed (see its error), so "
+                             "this one stops too.")
+    if error is not None:
+        sink.abort()
+        raise error
     return sink.finish()
