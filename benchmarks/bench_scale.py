@@ -217,9 +217,7 @@ def long_online_pass(model, tokenizer, windows, args) -> dict:
     _reset_peaks(device)
     start = time.perf_counter()
     run = online_networks(model, tokenizer, windows, batch_size=args.batch_size,
-                          sketch_size=args.sketch_size)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+                          sketch_size=args.sketch_size)     # synchronised at its end
     peaks = _peaks(device)
     return {"long_online_tokens": windows.n_tokens,
             "long_online_s": time.perf_counter() - start,
@@ -229,14 +227,15 @@ def long_online_pass(model, tokenizer, windows, args) -> dict:
             "peak_rss_gb_long_online": peaks["rss"]}
 
 
-def measure(name: str, model, tokenizer, windows, args, folder: Path,
-            make_windows=None) -> dict:
+def measure(name: str, model, tokenizer, make_windows, args, folder: Path) -> dict:
+    """Measure one model on ``make_windows(n_tokens)``'s token windows."""
     import llmbrain
     from llmbrain.models import get_adapter
 
     device = torch.device(args.device)
     adapter = get_adapter(model)
     n_layers, n_neurons = adapter.n_layers(model), adapter.neurons_per_layer(model)[0]
+    windows = make_windows(args.tokens)
     n = windows.n_tokens
     bare_forward(model, _head(windows, args.batch_size), args.batch_size, device)  # warm-up
     bare, rec, online, peaks = [], [], [], {}
@@ -376,6 +375,7 @@ def measure_model(name: str, args) -> dict:
         model = llama_7b_shaped(device, dtype, scale=args.scale if args.small else 1,
                                 n_layers=8 if args.small else None)
         tokenizer = numbered_tokenizer(model.config.vocab_size)
+
         def make_windows(n_tokens):
             return random_windows(n_tokens, args.window, model.config.vocab_size)
         label = f"llama-7b-shaped/{args.scale}" if args.small else "llama-7b-shaped"
@@ -389,8 +389,7 @@ def measure_model(name: str, args) -> dict:
         label = "smollm2-135m"
     folder = Path(tempfile.mkdtemp(dir=args.tmp, prefix="bench-scale-"))
     try:
-        return measure(label, model, tokenizer, make_windows(args.tokens), args, folder,
-                       make_windows)
+        return measure(label, model, tokenizer, make_windows, args, folder)
     finally:
         llmbrain_rmtree(folder)
 

@@ -129,28 +129,21 @@ class _TestMatrix:
             other.n_voxels, other.size, other.seed, other.groups)
 
     @functools.cached_property
-    def _kernel(self) -> torch.Tensor:
-        if self.shape is None:
-            return self.dense
-        return torch.cat([torch.kron(a, b) for a, b in zip(self.left, self.right)])
-
     def kernel(self) -> torch.Tensor:
         """``K`` (voxels × size, float64, CPU; built once): in run ``g``, voxel
         ``a * rows_b + b`` and column ``i * cols_b + j`` hold ``A_g[a, i] * B_g[b, j]``."""
-        return self._kernel
+        if self.shape is None:
+            return self.dense
+        return torch.cat([torch.kron(a, b) for a, b in zip(self.left, self.right)])
 
     def on(self, device: torch.device, dtype: torch.dtype) -> dict:
         """The factors (``dtype``) on ``device``; the dense kernel is added by
         :meth:`block_product` where a block needs it."""
         key = (device, dtype)
         if key not in self._copies:
-            copy = {}
-            if self.shape is None:
-                copy["dense"] = self.dense.to(device, dtype)
-            else:
-                copy["left_t"] = self.left.transpose(1, 2).to(device, dtype).contiguous()
-                copy["right"] = self.right.to(device, dtype)
-            self._copies[key] = copy
+            self._copies[key] = {} if self.shape is None else {
+                "left_t": self.left.transpose(1, 2).to(device, dtype).contiguous(),
+                "right": self.right.to(device, dtype)}
         return self._copies[key]
 
     def project(self, m: torch.Tensor) -> torch.Tensor:
@@ -168,7 +161,7 @@ class _TestMatrix:
         if self.shape is None or (groups, width) != (self.groups, self.width):
             kernel = factors.get("dense")
             if kernel is None:
-                kernel = factors["dense"] = self.kernel().to(device, dtype)
+                kernel = factors["dense"] = self.kernel.to(device, dtype)
             kernel = kernel.view(groups, width, self.size)
             out = torch.mm(x[0], kernel[0])
             for g in range(1, groups):
@@ -251,7 +244,7 @@ class CorrelationSketch:
     @property
     def omega(self) -> torch.Tensor | None:
         """The test matrix (voxels × size, float64, on the CPU); None for the exact matrix."""
-        return None if self.exact else self._test.kernel()
+        return None if self.exact else self._test.kernel
 
     def update(self, block: torch.Tensor) -> CorrelationSketch:
         """Add a block of tokens.
@@ -412,7 +405,7 @@ class CorrelationSketch:
         # block products, and nu taken off the eigenvalues: directions below the
         # rounding level are not amplified by the pseudo-inverse.
         y = inv[:, None] * products
-        test = std[:, None] * self._test.kernel().to(y)
+        test = std[:, None] * self._test.kernel.to(y)
         nu = _SHIFT * torch.finfo(self.product_dtype).eps * float(
             torch.linalg.norm(y) / torch.linalg.norm(test).clamp_min(1e-300))
         y = y + nu * test

@@ -393,6 +393,7 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
         handles += attach_hooks(model, adapter, layout.layers, hook, partial(receive, h))
     n_tokens = sum(min(layout.batch_windows, layout.n_windows - s) for s in starts) * window
     bar = tqdm(total=n_tokens, unit="tok", desc="Recording", disable=not progress, smoothing=0.1)
+    error = None
     try:
         with torch.inference_mode():
             for begin in starts:
@@ -420,8 +421,6 @@ def _run(model, adapter, input_ids, starts, layout: RecordingLayout, sink: Activ
                 bar.update(batch.numel())
     except BaseException as err:
         error = err
-    else:
-        error = None
     finally:
         for handle in handles:
             handle.remove()
