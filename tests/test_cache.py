@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -115,6 +119,48 @@ def test_a_renamed_copy_or_link_reuses_the_conversion(tmp_path, cache_root, conv
     assert gguf_key(different) != gguf_key(original)
     loading.load_model(different)
     assert conversions == ["tiny.gguf", "tiny-2.gguf"] and len(cached_models()) == 2
+
+
+_SLOW_LOAD = textwrap.dedent("""
+    import sys, time
+    from llmbrain.models import loading
+    convert = loading._load_gguf
+
+    def slow(path, dtype):              # a conversion long enough to be overlapped
+        with open(sys.argv[2], "a") as log:
+            log.write("converting\\n")
+        time.sleep(3)
+        return convert(path, dtype)
+
+    loading._load_gguf = slow
+    model, _ = loading.load_model(sys.argv[1])
+    print(float(model.model.layers[0].mlp.down_proj.weight.double().sum()))
+""")
+
+
+def test_processes_loading_at_once_convert_once(tmp_path, cache_root):
+    # every rank of a torchrun job loads the model: one converts, the others wait and read
+    path = write_tiny_gguf(tmp_path / "tiny.gguf")
+    log = tmp_path / "conversions.log"
+    env = dict(os.environ, LLMBRAIN_CACHE=str(cache_root))
+
+    def start():
+        return subprocess.Popen([sys.executable, "-c", _SLOW_LOAD, str(path), str(log)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    first = start()
+    deadline = time.monotonic() + 120
+    while not log.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = start()                    # while the first one converts
+    outputs = [process.communicate(timeout=300) for process in (first, second)]
+    for process, (out, err) in zip((first, second), outputs):
+        assert process.returncode == 0, err
+    assert log.read_text().splitlines() == ["converting"]
+    assert "waiting for another process to convert tiny.gguf" in outputs[1][1]
+    assert outputs[0][0] == outputs[1][0]          # the same weights
+    assert len(cached_models()) == 1
 
 
 def test_content_key_of_a_large_file(tmp_path):

@@ -61,6 +61,30 @@ def test_fingerprint_covers_the_weights():
     assert model_fingerprint(model) != before
 
 
+def test_fingerprint_covers_offloaded_weights(tmp_path):
+    # accelerate keeps offloaded weights (to the disk, or to the CPU when the model
+    # runs on GPUs) on the meta device until their layer runs
+    from accelerate import dispatch_model
+
+    from llmbrain._testing import tiny_model
+
+    fingerprints = []
+    for change in (1.0, 1.01):
+        model = tiny_model("llama")
+        with torch.no_grad():
+            model.model.layers[1].mlp.down_proj.weight.mul_(change)
+        in_memory = model_fingerprint(model)
+        device_map = {"model.embed_tokens": "cpu", "model.norm": "cpu",
+                      "model.rotary_emb": "cpu", "lm_head": "cpu"}
+        device_map.update({f"model.layers.{i}": "disk" if i == 1 else "cpu"
+                           for i in range(model.config.num_hidden_layers)})
+        model = dispatch_model(model, device_map, offload_dir=tmp_path / f"offload-{change}")
+        assert model.model.layers[1].mlp.down_proj.weight.is_meta
+        assert model_fingerprint(model) == in_memory
+        fingerprints.append(in_memory)
+    assert fingerprints[0] != fingerprints[1]
+
+
 @pytest.mark.integration
 def test_default_model_is_plain_and_cached(smollm2):
     model, tokenizer = smollm2

@@ -31,15 +31,31 @@ def _pre_hooks(model: nn.Module, transforms: dict[int, Callable]) -> Iterator[nn
             handle.remove()
 
 
+def _layer_weight(model, layer: int) -> torch.Tensor:
+    return get_adapter(model).down_proj(model, layer).weight
+
+
+def _on_layer(values: np.ndarray, model, layer: int) -> torch.Tensor:
+    """``values`` where the layer's neurons are computed, in their type, so that
+    no forward pass copies them there (a layer offloaded by accelerate, whose
+    weights wait on the meta device, has them on the CPU)."""
+    weight = _layer_weight(model, layer)
+    values = torch.from_numpy(values)
+    if weight.is_meta:
+        return values
+    floating = values.is_floating_point() and weight.is_floating_point()
+    return values.to(weight.device, weight.dtype if floating else None)
+
+
 def _masks(model, index: dict[int, np.ndarray]) -> dict[int, torch.Tensor]:
     adapter = get_adapter(model)
     masks = {}
     for layer, idx in index.items():
         if idx.size == 0:
             continue
-        mask = torch.zeros(adapter.n_neurons(model, layer), dtype=torch.bool)
-        mask[torch.from_numpy(idx)] = True
-        masks[layer] = mask
+        mask = np.zeros(adapter.n_neurons(model, layer), dtype=bool)
+        mask[idx] = True
+        masks[layer] = _on_layer(mask, model, layer)
     return masks
 
 
@@ -83,7 +99,7 @@ def ablate(model: nn.Module, neurons, mode: str = "zero", means=None):
             def transform(x, mask=mask):
                 return x.masked_fill(mask.to(x.device), 0.0)
         else:
-            mean = torch.from_numpy(vectors[layer])
+            mean = _on_layer(vectors[layer], model, layer)
 
             def transform(x, mask=mask, mean=mean):
                 return torch.where(mask.to(x.device), mean.to(x.device, x.dtype), x)
@@ -124,7 +140,7 @@ def amplify(model: nn.Module, neurons, scale: float | None = None, add=None):
         constant = 0.0
     transforms = {}
     for layer, mask in masks.items():
-        offset = None if offsets[layer] is None else torch.from_numpy(offsets[layer])
+        offset = None if offsets[layer] is None else _on_layer(offsets[layer], model, layer)
 
         def transform(x, mask=mask, offset=offset):
             new = x * scale + (constant if offset is None else offset.to(x.device, x.dtype))

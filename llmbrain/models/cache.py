@@ -13,19 +13,28 @@ Each entry holds ``llmbrain-cache.json``: its name (the stem of the first
 GGUF file converted into it), the GGUF files it was loaded from, their size,
 and when it was made and last used. :func:`cached_models` lists the entries
 and :func:`clear_cache` removes them (``llmbrain cache list`` / ``llmbrain
-cache clear``). This module does not import torch.
+cache clear``).
+
+Each entry has a lock file beside it (``.<key>.lock``): processes that load
+the same GGUF file at once, such as the ranks of a ``torchrun`` job, convert
+it once (the others wait, then read the entry), and :func:`clear_cache` does
+not remove an entry while it is read. This module does not import torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import filelock
 
 from .._atomic import atomic_folder, atomic_write
 
@@ -96,22 +105,55 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def entry_folder(path) -> Path:
-    """The cache folder of the GGUF file ``path`` (whether it exists or not).
+@contextlib.contextmanager
+def locked_entry(path):
+    """Yield the cache folder of the GGUF file ``path`` (whether it exists or
+    not), holding its lock for the block.
 
+    Processes that load the same GGUF file at once (every rank of a
+    ``torchrun`` job, two notebooks) then convert it once: the first one
+    converts and writes the entry while the others wait, then read it. A
+    cache where no lock file can be made (read-only) is used without a lock.
     An entry that llmbrain 0.1 left for this very file (keyed by its name) is
     taken over on the way, by hard links (no copy, no second conversion).
     """
     path = Path(path)
     folder = _models_dir() / gguf_key(path)
-    if not (folder / "config.json").is_file():
-        legacy = _legacy_folder(path)
-        if (legacy / "config.json").is_file():
-            try:
-                _adopt(legacy, folder, path)
-            except OSError:
-                pass  # the entry is converted again instead
-    return folder
+    with _locked(folder, f"convert {path.name} into {folder}"):
+        if not (folder / "config.json").is_file():
+            legacy = _legacy_folder(path)
+            if (legacy / "config.json").is_file():
+                try:
+                    _adopt(legacy, folder, path)
+                except OSError:
+                    pass  # the entry is converted again instead
+        yield folder
+
+
+def _lock_file(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextlib.contextmanager
+def _locked(folder: Path, doing: str):
+    """Hold the lock of the entry ``folder`` (waiting, with a message, while another
+    process does); without a lock where none can be made."""
+    lock = filelock.FileLock(_lock_file(folder))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            print(f"llmbrain: waiting for another process to {doing} ...", file=sys.stderr,
+                  flush=True)
+            lock.acquire()
+    except OSError:
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _adopt(legacy: Path, folder: Path, source: Path) -> None:
@@ -282,8 +324,11 @@ def clear_cache(name: str | None = None) -> list[CachedModel]:
     """
     chosen = cached_models(name)
     for entry in chosen:
-        # moved aside first, so that no reader ever finds half a folder
-        trash = Path(tempfile.mkdtemp(dir=entry.path.parent, prefix=f".{entry.path.name}.old-"))
-        os.replace(entry.path, trash / entry.path.name)
-        shutil.rmtree(trash, ignore_errors=True)
+        with _locked(entry.path, f"finish with {entry.path}"):   # not while it is read
+            # moved aside first, so that no reader ever finds half a folder
+            trash = Path(tempfile.mkdtemp(dir=entry.path.parent,
+                                          prefix=f".{entry.path.name}.old-"))
+            os.replace(entry.path, trash / entry.path.name)
+            shutil.rmtree(trash, ignore_errors=True)
+            _lock_file(entry.path).unlink(missing_ok=True)
     return chosen

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .._atomic import atomic_folder
-from .cache import entry_folder, record_use, write_info
+from .cache import locked_entry, record_use, write_info
 
 __all__ = ["DEFAULT_MODEL", "check_device", "check_device_map", "default_model_path",
            "load_model", "model_fingerprint"]
@@ -122,9 +122,20 @@ def _load_gguf(path: Path, dtype):
 def _cached_gguf(path: Path, dtype, use_cache: bool, name: str):
     """Load a GGUF file through a safetensors copy kept in :func:`cache_dir`
     (keyed by the file's content: a copy under another name shares it)."""
+    if use_cache:
+        with locked_entry(path) as folder:   # one process converts, the others wait
+            model, tokenizer = _read_or_convert(path, folder, dtype)
+    else:
+        model, tokenizer = _read_or_convert(path, None, dtype)
+    model.config.name_or_path = name
+    return model, tokenizer
+
+
+def _read_or_convert(path: Path, folder: Path | None, dtype):
+    """The model and tokenizer of the cache entry ``folder``, or of the GGUF file
+    ``path`` (written into ``folder`` when there is one)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = entry_folder(path) if use_cache else None
     model = None
     if folder is not None and (folder / "config.json").is_file():
         try:
@@ -135,7 +146,7 @@ def _cached_gguf(path: Path, dtype, use_cache: bool, name: str):
         except Exception as err:  # a damaged entry is converted again
             warnings.warn(f"The cached conversion of {path.name} in {folder} could not be read "
                           f"({type(err).__name__}); converting the GGUF file again.",
-                          stacklevel=3)
+                          stacklevel=4)
             model = None
         else:
             record_use(folder, path)
@@ -144,7 +155,6 @@ def _cached_gguf(path: Path, dtype, use_cache: bool, name: str):
         if folder is not None:
             _save_atomically(model, tokenizer, folder, path)
         model = model.to(dtype)
-    model.config.name_or_path = name
     return model, tokenizer
 
 
@@ -312,11 +322,30 @@ def load_model(name: str | os.PathLike | None = DEFAULT_MODEL, *, dtype=torch.fl
     return model.eval(), tokenizer
 
 
+def _offloaded(model, name: str) -> torch.Tensor | None:
+    """The values of the parameter ``name`` that accelerate offloaded (to the CPU
+    or disk: the parameter waits on the meta device), from the weights map of the
+    hook that brings them to the device when its module runs; None if none has
+    them."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, -1, -1):
+        hook = getattr(model.get_submodule(".".join(parts[:cut])), "_hf_hook", None)
+        for each in getattr(hook, "hooks", None) or [hook]:
+            weights = getattr(each, "weights_map", None)
+            key = ".".join(parts[cut:])
+            if weights is not None and key in weights:
+                return weights[key]
+    return None
+
+
 def _weight_sample(model, per_tensor: int = 256) -> str:
-    """Hash of ``per_tensor`` evenly spaced values of every parameter."""
+    """Hash of ``per_tensor`` evenly spaced values of every parameter (offloaded
+    ones included)."""
     digest = hashlib.sha256()
     for name, param in model.named_parameters():
-        if param.is_meta or param.numel() == 0:
+        if param.is_meta:
+            param = _offloaded(model, name)
+        if param is None or param.numel() == 0:
             continue
         flat = param.detach().reshape(-1)
         n = min(per_tensor, flat.numel())
