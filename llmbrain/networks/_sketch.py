@@ -412,12 +412,18 @@ class CorrelationSketch:
         core = self._project((products + nu * std[:, None] * test).T)      # W^T (R + nu) W
         evals, evecs = torch.linalg.eigh((core + core.T) / 2)
         keep = evals > evals.amax().clamp_min(0) * 1e-12
-        factor = y @ (evecs[:, keep] / evals[keep].sqrt())
-        u, s, _ = torch.linalg.svd(factor, full_matrices=False)
-        evals = s.square() - nu
+        # the approximation is F F^T with F = Y M (voxels × size, M = V Λ^-1/2): its top
+        # eigenvectors are F's top left singular vectors, F W_k / s_k, W Σ² W^T being the
+        # eigendecomposition of F^T F = M^T (Y^T Y) M (size × size; no thin SVD of F)
+        m = evecs[:, keep] / evals[keep].sqrt()
+        gram = m.T @ (y.T @ y) @ m
+        squares, w = torch.linalg.eigh((gram + gram.T) / 2)
+        squares, w = squares.flip(0), w.flip(1)
+        evals = squares - nu
         above = int((evals > nu).sum())
         if above < k:
             raise ValueError(f"The tokens span only {above} directions of the sketch above the "
                              f"rounding of its products, fewer than {k} components: give more "
                              "tokens or fewer components.")
-        return u[:, :k].T.float().contiguous(), evals[:k]
+        maps = y @ (m @ (w[:, :k] / squares[:k].sqrt()))
+        return maps.T.float().contiguous(), evals[:k]
