@@ -29,7 +29,8 @@ The 7B-shaped model (hidden 4096, MLP 11008, 32 layers, 32 heads, vocabulary
 ``--device`` with random weights (normal, std 0.02), in bfloat16 by default
 on a GPU. ``--small`` divides its widths by ``--scale`` (and keeps 8 layers)
 for a CPU. ``smollm2-shaped`` is SmolLM2-135M's shape built the same way, for
-a machine without its weights (the speeds do not depend on the weights' values). Results go to ``benchmarks/results/scale/`` as a CSV and a text
+a machine without its weights (the speeds do not depend on the weights'
+values). Results go to ``benchmarks/results/scale/`` as a CSV and a text
 summary that starts with the command.
 
 Usage::

@@ -19,8 +19,9 @@ cd "$(dirname "$0")/.."
 WHEELS="nilearn nibabel zarr numcodecs donfig google-crc32c"
 
 if [ "${1:-}" = "--fetch" ]; then
-    python3 -m pip download --no-deps --only-binary=:all: --python-version "${PYTHON_VERSION:-3.12}" \
-        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    python3 -m pip download --no-deps --only-binary=:all: \
+        --python-version "${PYTHON_VERSION:-3.12}" --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .whl $WHEELS
     exit
 fi

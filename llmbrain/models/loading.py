@@ -330,9 +330,9 @@ def _offloaded(model, name: str) -> torch.Tensor | None:
     parts = name.split(".")
     for cut in range(len(parts) - 1, -1, -1):
         hook = getattr(model.get_submodule(".".join(parts[:cut])), "_hf_hook", None)
+        key = ".".join(parts[cut:])
         for each in getattr(hook, "hooks", None) or [hook]:
             weights = getattr(each, "weights_map", None)
-            key = ".".join(parts[cut:])
             if weights is not None and key in weights:
                 return weights[key]
     return None
