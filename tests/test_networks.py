@@ -11,7 +11,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.exceptions import NotFittedError
 
 from llmbrain.networks import FunctionalNetworks, planted_networks
-from llmbrain.networks._torch_ica import GroupPCA, fastica, randomized_row_basis
+from llmbrain.networks._torch_ica import GroupPCA, fastica, fastica_layers, randomized_row_basis
 from llmbrain.networks._zscore import zscore_tokens
 from llmbrain.volumes import to_volumes
 
@@ -210,6 +210,45 @@ def test_fastica_reruns_diverged_restarts_in_float64_or_raises(monkeypatch):
     monkeypatch.setattr(_torch_ica, "_iterate", always_fails)
     with pytest.raises(RuntimeError, match="FastICA diverged .* in all 6 restarts"):
         fastica(maps, n_init=3, random_state=0)
+
+
+@pytest.mark.parametrize("fun", ["logcosh", "cube"])
+def test_fastica_of_several_sets_at_once_equals_one_by_one(fun):
+    X = heavy_tailed_activations(n_layers=3, seed=2).values
+    maps = torch.stack([group_pca_maps(X[:, layer], k=8) for layer in range(3)])
+    rng = np.random.RandomState(0)
+    seeds = [rng.randint(2**31 - 1, size=3) for _ in range(3)]
+    together = fastica_layers(maps, seeds, fun=fun, max_iter=60)
+    for one, (sources, info) in enumerate(together):
+        alone, alone_info = fastica(maps[one], n_init=3, fun=fun, max_iter=60, seeds=seeds[one])
+        assert info["seeds"] == alone_info["seeds"] == seeds[one].tolist()
+        assert info["n_iter"] == alone_info["n_iter"] and info["best"] == alone_info["best"]
+        assert info["converged"] == alone_info["converged"]
+        torch.testing.assert_close(sources, alone, rtol=1e-4, atol=1e-5)   # float32 products
+    assert {n for _, info in together for n in info["n_iter"]} != {60}   # some converged
+    with pytest.raises(ValueError, match="3 seeds for each of the 3 sets"):
+        fastica_layers(maps, seeds[:2], fun=fun)
+
+
+def test_fastica_of_several_sets_redoes_a_set_that_diverged(monkeypatch):
+    from llmbrain.networks import _torch_ica
+
+    real = _torch_ica._iterate_sets
+
+    def second_set_fails(x1, w_init, fun, max_iter, tol, iter_dtype):
+        w, iters, done, finite = real(x1, w_init, fun, max_iter, tol, iter_dtype)
+        w[1, 0], finite[1][0] = torch.nan, False
+        return w, iters, done, finite
+
+    X = heavy_tailed_activations(n_layers=2, seed=3).values
+    maps = torch.stack([group_pca_maps(X[:, layer], k=4) for layer in range(2)])
+    monkeypatch.setattr(_torch_ica, "_iterate_sets", second_set_fails)
+    (first, first_info), (second, second_info) = fastica_layers(maps, [[1, 2], [3, 4]])
+    # the second set went through fastica itself, which ran its restarts again
+    assert first_info["float64"] == [False, False] and np.isfinite(second_info["max_l1"]).all()
+    alone, alone_info = fastica(maps[1], n_init=2, seeds=[3, 4])
+    assert second_info == alone_info
+    torch.testing.assert_close(second, alone)
 
 
 def test_zscore_tokens():

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
-__all__ = ["GroupPCA", "fastica", "randomized_row_basis"]
+__all__ = ["GroupPCA", "fastica", "fastica_layers", "randomized_row_basis"]
 
 
 def _orthonormal(y: torch.Tensor) -> torch.Tensor:
@@ -164,6 +164,21 @@ def _contrast(fun: str, wx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return gx, g_x
 
 
+def _step(w: torch.Tensor, x: torch.Tensor, fun: str, iter_dtype: torch.dtype):
+    """One fixed-point update of the unmixing matrices ``w`` (..., k, k; float64) on
+    the whitened data ``x`` (..., k, voxels; ``iter_dtype``, broadcast against ``w``):
+    the new matrices (where they are finite; else ``w``), whether they were finite,
+    and their distance from ``w`` (scikit-learn's ``lim``)."""
+    gx, g_x = _contrast(fun, w.to(iter_dtype) @ x)                    # (..., k, v), (..., k)
+    w1 = (gx @ x.transpose(-1, -2)).to(torch.float64) / x.shape[-1] \
+        - g_x.to(torch.float64).unsqueeze(-1) * w
+    w1 = _sym_decorrelation(w1)
+    ok = torch.isfinite(w1).flatten(-2).all(dim=-1)
+    w1 = torch.where(ok[..., None, None], w1, w)
+    lim = (torch.einsum("...ij,...ij->...i", w1, w).abs() - 1).abs().amax(dim=-1)
+    return w1, ok, lim
+
+
 def _iterate(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, tol: float,
              iter_dtype: torch.dtype) -> tuple[torch.Tensor, list[int], list[bool], list[bool]]:
     """FastICA fixed-point iterations of a batch of restarts.
@@ -176,7 +191,6 @@ def _iterate(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, to
     -------
     w : (r, k, k) float64, n_iter, converged, finite (per restart)
     """
-    n_vox = x1.shape[1]
     x = x1.to(iter_dtype)
     w = _sym_decorrelation(w_init)
     r = w.shape[0]
@@ -184,13 +198,7 @@ def _iterate(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, to
     iters, done, finite = [max_iter] * r, [False] * r, [True] * r
     for it in range(max_iter):
         rows = active.to(w.device)
-        wa = w[rows]
-        gx, g_x = _contrast(fun, wa.to(iter_dtype) @ x)           # (a, k, v), (a, k)
-        w1 = (gx @ x.T).to(torch.float64) / n_vox - g_x.to(torch.float64).unsqueeze(-1) * wa
-        w1 = _sym_decorrelation(w1)
-        ok = torch.isfinite(w1).flatten(1).all(dim=1)
-        w1 = torch.where(ok[:, None, None], w1, wa)
-        lim = (torch.einsum("rij,rij->ri", w1, wa).abs() - 1).abs().amax(dim=1)
+        w1, ok, lim = _step(w[rows], x, fun, iter_dtype)
         w[rows] = w1
         finished, failed = torch.stack([(lim < tol) & ok, ~ok]).cpu()   # one sync
         for idx in active[finished].tolist():
@@ -206,7 +214,7 @@ def _iterate(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, to
 def fastica(maps: torch.Tensor, n_init: int = 10, fun: str = "logcosh",
             max_iter: int = 200, tol: float = 1e-4, random_state=None,
             dtype: torch.dtype = torch.float64, iter_dtype: torch.dtype = torch.float32,
-            restarts_per_batch: int | None = None,
+            restarts_per_batch: int | None = None, seeds=None,
             ) -> tuple[torch.Tensor, dict]:
     """Spatial symmetric FastICA of ``maps`` (components × voxels) with restarts.
 
@@ -234,6 +242,9 @@ def fastica(maps: torch.Tensor, n_init: int = 10, fun: str = "logcosh",
     restarts_per_batch : int, optional
         How many restarts run together (batched matrix products); default: all
         that fit in about 1 GB.
+    seeds : sequence of int, optional
+        The ``n_init`` seeds of the restarts, drawn beforehand (see
+        :func:`fastica_layers`); default: drawn from ``random_state``.
 
     Returns
     -------
@@ -259,25 +270,16 @@ def fastica(maps: torch.Tensor, n_init: int = 10, fun: str = "logcosh",
         raise ValueError("The maps to unmix contain NaN or infinite values.")
     rng = check_random_state(random_state)
     device = maps.device
-    xt = maps.to(dtype)
-    xt = xt - xt.mean(dim=1, keepdim=True)
-    # Whitening (scikit-learn's whiten="arbitrary-variance"): K = (u / d).T
-    evals, u = torch.linalg.eigh(xt @ xt.T)
-    evals = evals.flip(0)
-    u = u.flip(1)
-    if float(evals[-1]) <= 1e-10 * float(evals[0]):
-        raise ValueError("The maps to unmix are linearly dependent: lower n_components.")
-    whitening = (u / evals.sqrt()).T                              # (k, k)
-    x1 = (whitening @ xt) * math.sqrt(n_vox)                      # (k, n_vox)
+    xt, whitening, x1 = _whiten(maps, dtype)
     if restarts_per_batch is None:
         per_restart = 3 * k * n_vox * torch.finfo(iter_dtype).bits // 8
         restarts_per_batch = max(1, min(n_init, int(1e9 // max(per_restart, 1))))
-    seeds, results_w, n_iters, converged, finite, in_float64 = [], [], [], [], [], []
+    drawn, results_w, n_iters, converged, finite, in_float64 = [], [], [], [], [], []
     for attempt in range(2):
         # a second set of seeds only when every restart of the first diverged
-        new_seeds = [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n_init)]
-        w_init = torch.stack([torch.randn(k, k, generator=torch.Generator().manual_seed(s),
-                                          dtype=torch.float64) for s in new_seeds]).to(device)
+        new_seeds = (_draw_seeds(rng, n_init) if attempt or seeds is None else
+                     [int(s) for s in seeds])
+        w_init = _initial_unmixing(new_seeds, k).to(device)
         for start in range(0, n_init, restarts_per_batch):
             batch = w_init[start:start + restarts_per_batch]
             w, iters, done, ok = _iterate(x1, batch, fun, max_iter, tol, iter_dtype)
@@ -292,7 +294,7 @@ def fastica(maps: torch.Tensor, n_init: int = 10, fun: str = "logcosh",
             converged.extend(done)
             finite.extend(ok)
             in_float64.extend(i in redo for i in range(len(ok)))
-        seeds.extend(new_seeds)
+        drawn.extend(new_seeds)
         if any(finite):
             break
     else:
@@ -300,15 +302,138 @@ def fastica(maps: torch.Tensor, n_init: int = 10, fun: str = "logcosh",
             f"FastICA diverged (non-finite unmixing matrices) in all {len(finite)} restarts, "
             f"even in float64 and with new seeds (fun={fun!r}, {k} components, {n_vox} voxels): "
             "use fun='logcosh', fewer components or more tokens.")
-    w_all = torch.cat(results_w)                                   # (R, k, k)
+    sources, best, max_l1 = _sparsest(torch.cat(results_w), whitening, xt, finite, converged)
+    info = {"seeds": drawn, "n_iter": n_iters, "converged": converged, "float64": in_float64,
+            "best": best, "max_l1": max_l1}
+    return sources.to(maps.dtype), info
+
+
+def _draw_seeds(rng, n_init: int) -> list[int]:
+    """The restarts' seeds, drawn as nilearn's CanICA does."""
+    return [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n_init)]
+
+
+def _initial_unmixing(seeds, k: int) -> torch.Tensor:
+    """One random k × k starting matrix per seed (float64, on the CPU)."""
+    return torch.stack([torch.randn(k, k, generator=torch.Generator().manual_seed(s),
+                                    dtype=torch.float64) for s in seeds])
+
+
+def _whiten(maps: torch.Tensor, dtype: torch.dtype):
+    """Centred maps ``xt``, the whitening ``K`` and the whitened maps ``K xt * sqrt(voxels)``
+    of maps (..., k, voxels) (scikit-learn's ``whiten="arbitrary-variance"``)."""
+    xt = maps.to(dtype)
+    xt = xt - xt.mean(dim=-1, keepdim=True)
+    evals, u = torch.linalg.eigh(xt @ xt.transpose(-1, -2))
+    evals, u = evals.flip(-1), u.flip(-1)
+    if bool((evals[..., -1] <= 1e-10 * evals[..., 0]).any()):
+        raise ValueError("The maps to unmix are linearly dependent: lower n_components.")
+    whitening = (u / evals.sqrt().unsqueeze(-2)).transpose(-1, -2)      # (..., k, k)
+    return xt, whitening, (whitening @ xt) * math.sqrt(maps.shape[-1])
+
+
+def _sparsest(w_all: torch.Tensor, whitening: torch.Tensor, xt: torch.Tensor, finite,
+              converged) -> tuple[torch.Tensor, int, list]:
+    """The sources of the sparsest converged restart (the sparsest finite one when
+    none converged), its index and every restart's largest L1 norm (inf if it failed)."""
     unmix = w_all @ whitening                                      # (R, k, k)
     max_l1 = torch.stack([(u_r @ xt).abs().sum(dim=1).amax() for u_r in unmix])
     ok = torch.tensor(finite, device=max_l1.device) & torch.isfinite(max_l1)
     max_l1 = torch.where(ok, max_l1, torch.inf)
-    # the sparsest converged restart (the sparsest finite one when none converged)
     conv = ok & torch.tensor(converged, device=max_l1.device)
     best = int(torch.argmin(torch.where(conv, max_l1, torch.inf) if bool(conv.any()) else max_l1))
-    sources = unmix[best] @ xt
-    info = {"seeds": seeds, "n_iter": n_iters, "converged": converged, "float64": in_float64,
-            "best": best, "max_l1": max_l1.cpu().tolist()}
-    return sources.to(maps.dtype), info
+    return unmix[best] @ xt, best, max_l1.cpu().tolist()
+
+
+def fastica_layers(maps: torch.Tensor, seeds, fun: str = "logcosh", max_iter: int = 200,
+                   tol: float = 1e-4, random_state=None, dtype: torch.dtype = torch.float64,
+                   iter_dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, dict]]:
+    """:func:`fastica` of several independent sets of maps (e.g. one per layer) at once.
+
+    Their fixed-point iterations run as one batch of matrix products (one
+    symmetric decorrelation, one synchronisation per iteration for all), which
+    spares the per-iteration overhead that dominates small unmixings (tens of
+    components) on a CPU and the launches of small kernels on a GPU.
+
+    Parameters
+    ----------
+    maps : torch.Tensor of shape (n_sets, k, n_voxels)
+    seeds : sequence of sequences of int
+        Each set's restart seeds (``n_init`` of them, the same number for all).
+    fun, max_iter, tol, dtype, iter_dtype
+        As :func:`fastica`.
+    random_state : None, int or numpy.random.RandomState
+        Source of a second set of seeds for a set whose restarts all diverge.
+
+    Returns
+    -------
+    list of (sources, info)
+        For each set, what ``fastica(maps[i], n_init, ..., seeds=seeds[i])``
+        returns. A set with a restart that turned non-finite is unmixed again
+        by :func:`fastica` itself (its float64 reruns and second seeds).
+    """
+    n_sets, k, n_vox = maps.shape
+    seeds = [[int(s) for s in row] for row in seeds]
+    n_init = len(seeds[0])
+    if len(seeds) != n_sets or any(len(row) != n_init for row in seeds):
+        raise ValueError(f"Give {n_init} seeds for each of the {n_sets} sets of maps.")
+    if k > n_vox:
+        raise ValueError(f"FastICA needs at least as many voxels ({n_vox}) as components ({k}).")
+    if not bool(torch.isfinite(maps).all()):
+        raise ValueError("The maps to unmix contain NaN or infinite values.")
+    xt, whitening, x1 = _whiten(maps, dtype)
+    w_init = torch.stack([_initial_unmixing(row, k) for row in seeds]).to(maps.device)
+    per_set = 3 * n_init * k * n_vox * torch.finfo(iter_dtype).bits // 8
+    step = max(1, int(1e9 // max(per_set, 1)))
+    results = []
+    for start in range(0, n_sets, step):
+        part = slice(start, start + step)
+        w, iters, done, finite = _iterate_sets(x1[part], w_init[part], fun, max_iter, tol,
+                                               iter_dtype)
+        for j, index in enumerate(range(n_sets)[part]):
+            if not all(finite[j]):
+                results.append(fastica(maps[index], n_init, fun, max_iter, tol, random_state,
+                                       dtype, iter_dtype, seeds=seeds[index]))
+                continue
+            sources, best, max_l1 = _sparsest(w[j], whitening[index], xt[index], finite[j],
+                                              done[j])
+            results.append((sources.to(maps.dtype), {
+                "seeds": seeds[index], "n_iter": iters[j], "converged": done[j],
+                "float64": [False] * n_init, "best": best, "max_l1": max_l1}))
+    return results
+
+
+def _iterate_sets(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, tol: float,
+                  iter_dtype: torch.dtype):
+    """:func:`_iterate` of several sets at once: ``x1`` (sets, k, voxels), ``w_init``
+    (sets, restarts, k, k). Each iteration updates the sets with a restart still
+    iterating, and the restarts still iterating in one of them; a restart that is
+    done keeps its matrix. Returns ``w`` and per set the lists ``n_iter``,
+    ``converged`` and ``finite``."""
+    x = x1.to(iter_dtype)
+    w = _sym_decorrelation(w_init)
+    n_sets, r = w.shape[:2]
+    active = torch.ones(n_sets, r, dtype=torch.bool)              # on the CPU
+    iters = torch.full((n_sets, r), max_iter)
+    done = torch.zeros(n_sets, r, dtype=torch.bool)
+    finite = torch.ones(n_sets, r, dtype=torch.bool)
+    for it in range(max_iter):
+        sets = active.any(dim=1).nonzero().flatten()
+        runs = active[sets].any(dim=0).nonzero().flatten()
+        on_sets, on_runs = sets.to(w.device), runs.to(w.device)
+        wa = w[on_sets][:, on_runs]
+        xa = x if len(sets) == n_sets else x[on_sets]
+        w1, ok, lim = _step(wa, xa.unsqueeze(1), fun, iter_dtype)
+        moving = active[sets][:, runs]
+        w1 = torch.where(moving.to(w.device)[..., None, None], w1, wa)
+        w[on_sets[:, None], on_runs[None, :]] = w1
+        finished, failed = torch.stack([(lim < tol) & ok, ~ok]).cpu() & moving
+        stopped = finished | failed
+        rows, cols = sets[:, None].expand_as(stopped), runs[None, :].expand_as(stopped)
+        iters[rows[stopped], cols[stopped]] = it + 1
+        done[rows[finished], cols[finished]] = True
+        finite[rows[failed], cols[failed]] = False
+        active[rows[stopped], cols[stopped]] = False
+        if not bool(active.any()):
+            break
+    return w, iters.tolist(), done.tolist(), finite.tolist()

@@ -32,7 +32,7 @@ from ._estimator import ActivationsEstimatorMixin, check_positive_int
 from ._maps import (KEY_NEURON_THRESHOLD, check_threshold, flip_signs, key_neurons,
                     network_masks, threshold_for_count, zscore_maps)
 from ._space import NetworkSpaceMixin
-from ._torch_ica import GroupPCA, fastica, randomized_row_basis
+from ._torch_ica import GroupPCA, fastica, fastica_layers, randomized_row_basis
 from ._zscore import check_finite, zscore_tokens
 
 __all__ = ["FunctionalNetworks"]
@@ -382,11 +382,15 @@ class FunctionalNetworks(NetworkSpaceMixin, ActivationsEstimatorMixin, BaseEstim
     def _unmix(self, maps: torch.Tensor, rng):
         """FastICA of a unit's PCA maps (k × voxels): the raw maps (float64) and the
         unit's fit information."""
-        sources, ica_info = fastica(maps, n_init=self.n_init, fun=self.fun,
-                                    max_iter=self.max_iter, tol=self.tol, random_state=rng)
-        return sources.cpu().numpy().astype(np.float64), {
-            f"ica_{key}": ica_info[key] for key in ("seeds", "n_iter", "best", "converged",
-                                                    "float64")}
+        return _unmixed(*fastica(maps, n_init=self.n_init, fun=self.fun,
+                                 max_iter=self.max_iter, tol=self.tol, random_state=rng))
+
+    def _unmix_units(self, maps: torch.Tensor, seeds, rng) -> list:
+        """:meth:`_unmix` of several units' PCA maps (units × k × voxels) at once, each
+        with its ``n_init`` restart seeds drawn beforehand (``rng`` gives second seeds
+        to a unit whose restarts all diverge)."""
+        return [_unmixed(*result) for result in fastica_layers(
+            maps, seeds, fun=self.fun, max_iter=self.max_iter, tol=self.tol, random_state=rng)]
 
     def _fit_unit_nilearn(self, blocks, layers, neurons, rng):
         from ._nilearn_backend import nilearn_decompose
@@ -576,3 +580,9 @@ class FunctionalNetworks(NetworkSpaceMixin, ActivationsEstimatorMixin, BaseEstim
         est.key_neurons_ = ds["key_neurons"].load().astype(bool)
         return est
 
+
+def _unmixed(sources: torch.Tensor, ica_info: dict):
+    """The raw maps (float64, NumPy) and fit information of one FastICA."""
+    return sources.cpu().numpy().astype(np.float64), {
+        f"ica_{key}": ica_info[key] for key in ("seeds", "n_iter", "best", "converged",
+                                                "float64")}

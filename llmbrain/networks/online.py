@@ -322,6 +322,7 @@ class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
             raw = np.zeros((len(layers) * k, n_hooks, len(layers), n_neurons), np.float32)
             info = {"units": [], "online": {"sketch_size": sketches[0].size,
                                             "exact": sketches[0].exact}}
+            maps, seeds = [], []
             for position, sketch in enumerate(sketches):
                 varying = int((sketch.std() > 0).sum())
                 if varying < k:
@@ -329,14 +330,17 @@ class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
                         f"Only {varying} of {sketch.n_voxels} voxels of layer "
                         f"{layers[position]} vary over the tokens of run {run}, fewer than "
                         f"n_components={k}: the activations hold no networks to find.")
-                rng.randint(_SEED_MAX)        # the offline fit's PCA seed: same ICA seeds
-                maps, _ = sketch.principal_maps(k)
-                maps = maps.to(self.device or sketch.device)
-                unmixed, unit_info = estimator._unmix(maps, rng)
-                raw[position * k:(position + 1) * k, :, position] = flip_signs(
-                    unmixed).reshape(k, n_hooks, n_neurons)
-                info["units"].append({"layers": [layers[position]], "n_groups": 1, **unit_info})
+                # the seeds the offline fit draws for this layer: its PCA's, then FastICA's
+                rng.randint(_SEED_MAX)
+                seeds.append(rng.randint(_SEED_MAX, size=self.n_init))
+                maps.append(sketch.principal_maps(k)[0].to(self.device or sketches[0].device))
                 bar.update()
+            # every layer's FastICA at once: the same seeds as layer by layer
+            unmixed = estimator._unmix_units(torch.stack(maps), seeds, rng)
+            for position, (sources, unit_info) in enumerate(unmixed):
+                raw[position * k:(position + 1) * k, :, position] = flip_signs(
+                    sources).reshape(k, n_hooks, n_neurons)
+                info["units"].append({"layers": [layers[position]], "n_groups": 1, **unit_info})
             estimator._set_fitted(
                 [[i] for i in range(len(layers))], raw, info, layers=layers,
                 hooks=hooks if n_hooks > 1 else None, neurons=space["neurons"],
