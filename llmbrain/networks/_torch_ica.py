@@ -348,12 +348,16 @@ def _sparsest(w_all: torch.Tensor, whitening: torch.Tensor, xt: torch.Tensor, fi
 def fastica_layers(maps: torch.Tensor, seeds, fun: str = "logcosh", max_iter: int = 200,
                    tol: float = 1e-4, random_state=None, dtype: torch.dtype = torch.float64,
                    iter_dtype: torch.dtype = torch.float32) -> list[tuple[torch.Tensor, dict]]:
-    """:func:`fastica` of several independent sets of maps (e.g. one per layer) at once.
+    """:func:`fastica` of several independent sets of maps (e.g. one per layer).
 
-    Their fixed-point iterations run as one batch of matrix products (one
-    symmetric decorrelation, one synchronisation per iteration for all), which
-    spares the per-iteration overhead that dominates small unmixings (tens of
-    components) on a CPU and the launches of small kernels on a GPU.
+    With one restart per set (the recipe's ``n_init=1``) the sets' fixed-point
+    iterations run as one batch of matrix products (one symmetric
+    decorrelation, one synchronisation per iteration for all), which spares the
+    per-iteration overhead that dominates small unmixings (tens of components)
+    on a CPU and the launches of small kernels on a GPU. With several restarts
+    each set runs on its own, its restarts batched by :func:`fastica`, which
+    drops each restart as it converges (in a batch of sets, a restart done in
+    one set would still be computed while it runs in another).
 
     Parameters
     ----------
@@ -381,6 +385,9 @@ def fastica_layers(maps: torch.Tensor, seeds, fun: str = "logcosh", max_iter: in
         raise ValueError(f"FastICA needs at least as many voxels ({n_vox}) as components ({k}).")
     if not bool(torch.isfinite(maps).all()):
         raise ValueError("The maps to unmix contain NaN or infinite values.")
+    if n_init > 1:
+        return [fastica(one, n_init, fun, max_iter, tol, random_state, dtype, iter_dtype,
+                        seeds=row) for one, row in zip(maps, seeds)]
     xt, whitening, x1 = _whiten(maps, dtype)
     w_init = torch.stack([_initial_unmixing(row, k) for row in seeds]).to(maps.device)
     per_set = 3 * n_init * k * n_vox * torch.finfo(iter_dtype).bits // 8

@@ -9,7 +9,8 @@ sink of :meth:`OnlineNetworks.sink`, which the recorder feeds batch by batch
 on the device where each layer runs). :meth:`OnlineNetworks.decompose` then
 takes each layer's top principal maps from its sketch and unmixes them with
 the same FastICA, seeds and post-processing as the offline
-:class:`FunctionalNetworks` (``method="fastica"``, ``scope="layer"``), so each
+:class:`FunctionalNetworks` (``method="fastica"``, ``scope="layer"``), the
+layers of a run together (one batch of products per FastICA iteration), so each
 run is a fitted :class:`FunctionalNetworks` and several runs a
 :class:`NetworkRecurrence`: everything that reads the offline networks
 (:func:`llmbrain.pruning.network_scores`, plots, reports) reads these.
