@@ -37,6 +37,7 @@ from ._data import as_source
 from ._estimator import ActivationsEstimatorMixin, check_positive_int
 from ._maps import KEY_NEURON_THRESHOLD, check_threshold, flip_signs
 from ._sketch import CorrelationSketch
+from ._torch_ica import _draw_seeds
 from ._zscore import check_finite
 from .decomposition import FunctionalNetworks
 from .recurrence import NetworkRecurrence, split_tokens
@@ -333,7 +334,7 @@ class OnlineNetworks(ActivationsEstimatorMixin, BaseEstimator):
                         f"n_components={k}: the activations hold no networks to find.")
                 # the seeds the offline fit draws for this layer: its PCA's, then FastICA's
                 rng.randint(_SEED_MAX)
-                seeds.append(rng.randint(_SEED_MAX, size=self.n_init))
+                seeds.append(_draw_seeds(rng, self.n_init))
                 maps.append(sketch.principal_maps(k)[0].to(self.device or sketches[0].device))
                 bar.update()
             # every layer's FastICA at once: the same seeds as layer by layer
