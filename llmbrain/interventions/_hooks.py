@@ -31,15 +31,11 @@ def _pre_hooks(model: nn.Module, transforms: dict[int, Callable]) -> Iterator[nn
             handle.remove()
 
 
-def _layer_weight(model, layer: int) -> torch.Tensor:
-    return get_adapter(model).down_proj(model, layer).weight
-
-
 def _on_layer(values: np.ndarray, model, layer: int) -> torch.Tensor:
     """``values`` where the layer's neurons are computed, in their type, so that
     no forward pass copies them there (a layer offloaded by accelerate, whose
     weights wait on the meta device, has them on the CPU)."""
-    weight = _layer_weight(model, layer)
+    weight = get_adapter(model).down_proj(model, layer).weight
     values = torch.from_numpy(values)
     if weight.is_meta:
         return values

@@ -183,7 +183,9 @@ def _iterate(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, to
              iter_dtype: torch.dtype) -> tuple[torch.Tensor, list[int], list[bool], list[bool]]:
     """FastICA fixed-point iterations of a batch of restarts.
 
-    The products with the data run in ``iter_dtype``; the unmixing matrices,
+    ``x1`` is the whitened data (k × voxels) of every restart, or one per
+    restart (r × k × voxels: independent unmixings, e.g. one per layer). The
+    products with the data run in ``iter_dtype``; the unmixing matrices,
     their update and the symmetric decorrelation stay in float64 (they are
     k × k, so this costs nothing and keeps a float32 run from collapsing).
 
@@ -198,7 +200,8 @@ def _iterate(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, to
     iters, done, finite = [max_iter] * r, [False] * r, [True] * r
     for it in range(max_iter):
         rows = active.to(w.device)
-        w1, ok, lim = _step(w[rows], x, fun, iter_dtype)
+        own = x.dim() == 3 and len(rows) < r    # the data of the restarts still iterating
+        w1, ok, lim = _step(w[rows], x[rows] if own else x, fun, iter_dtype)
         w[rows] = w1
         finished, failed = torch.stack([(lim < tol) & ok, ~ok]).cpu()   # one sync
         for idx in active[finished].tolist():
@@ -389,58 +392,22 @@ def fastica_layers(maps: torch.Tensor, seeds, fun: str = "logcosh", max_iter: in
         return [fastica(one, n_init, fun, max_iter, tol, random_state, dtype, iter_dtype,
                         seeds=row) for one, row in zip(maps, seeds)]
     xt, whitening, x1 = _whiten(maps, dtype)
-    w_init = torch.stack([_initial_unmixing(row, k) for row in seeds]).to(maps.device)
-    per_set = 3 * n_init * k * n_vox * torch.finfo(iter_dtype).bits // 8
-    step = max(1, int(1e9 // max(per_set, 1)))
+    # one restart per set: the sets are the restarts of one batch, each with its data
+    w_init = torch.cat([_initial_unmixing(row, k) for row in seeds]).to(maps.device)
+    step = max(1, int(1e9 // (3 * k * n_vox * torch.finfo(iter_dtype).bits // 8)))
     results = []
     for start in range(0, n_sets, step):
         part = slice(start, start + step)
-        w, iters, done, finite = _iterate_sets(x1[part], w_init[part], fun, max_iter, tol,
-                                               iter_dtype)
+        w, iters, done, finite = _iterate(x1[part], w_init[part], fun, max_iter, tol,
+                                          iter_dtype)
         for j, index in enumerate(range(n_sets)[part]):
-            if not all(finite[j]):
+            if not finite[j]:
                 results.append(fastica(maps[index], n_init, fun, max_iter, tol, random_state,
                                        dtype, iter_dtype, seeds=seeds[index]))
                 continue
-            sources, best, max_l1 = _sparsest(w[j], whitening[index], xt[index], finite[j],
-                                              done[j])
+            sources, best, max_l1 = _sparsest(w[j:j + 1], whitening[index], xt[index],
+                                              [True], [done[j]])
             results.append((sources.to(maps.dtype), {
-                "seeds": seeds[index], "n_iter": iters[j], "converged": done[j],
-                "float64": [False] * n_init, "best": best, "max_l1": max_l1}))
+                "seeds": seeds[index], "n_iter": [iters[j]], "converged": [done[j]],
+                "float64": [False], "best": best, "max_l1": max_l1}))
     return results
-
-
-def _iterate_sets(x1: torch.Tensor, w_init: torch.Tensor, fun: str, max_iter: int, tol: float,
-                  iter_dtype: torch.dtype):
-    """:func:`_iterate` of several sets at once: ``x1`` (sets, k, voxels), ``w_init``
-    (sets, restarts, k, k). Each iteration updates the sets with a restart still
-    iterating, and the restarts still iterating in one of them; a restart that is
-    done keeps its matrix. Returns ``w`` and per set the lists ``n_iter``,
-    ``converged`` and ``finite``."""
-    x = x1.to(iter_dtype)
-    w = _sym_decorrelation(w_init)
-    n_sets, r = w.shape[:2]
-    active = torch.ones(n_sets, r, dtype=torch.bool)              # on the CPU
-    iters = torch.full((n_sets, r), max_iter)
-    done = torch.zeros(n_sets, r, dtype=torch.bool)
-    finite = torch.ones(n_sets, r, dtype=torch.bool)
-    for it in range(max_iter):
-        sets = active.any(dim=1).nonzero().flatten()
-        runs = active[sets].any(dim=0).nonzero().flatten()
-        on_sets, on_runs = sets.to(w.device), runs.to(w.device)
-        wa = w[on_sets][:, on_runs]
-        xa = x if len(sets) == n_sets else x[on_sets]
-        w1, ok, lim = _step(wa, xa.unsqueeze(1), fun, iter_dtype)
-        moving = active[sets][:, runs]
-        w1 = torch.where(moving.to(w.device)[..., None, None], w1, wa)
-        w[on_sets[:, None], on_runs[None, :]] = w1
-        finished, failed = torch.stack([(lim < tol) & ok, ~ok]).cpu() & moving
-        stopped = finished | failed
-        rows, cols = sets[:, None].expand_as(stopped), runs[None, :].expand_as(stopped)
-        iters[rows[stopped], cols[stopped]] = it + 1
-        done[rows[finished], cols[finished]] = True
-        finite[rows[failed], cols[failed]] = False
-        active[rows[stopped], cols[stopped]] = False
-        if not bool(active.any()):
-            break
-    return w, iters.tolist(), done.tolist(), finite.tolist()
